@@ -1,0 +1,44 @@
+"""The quickstart app: `tether serve examples/quickstart --uplink-key dev-key`."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from shared import Item, Money, OutOfStock
+
+from tether import server
+
+STOCK = {
+    1: Item(1, "teapot", ["kitchen", "ceramic"]),
+    2: Item(2, "kettle", ["kitchen", "steel"]),
+}
+
+
+@server.callable
+def hello(name: str) -> str:
+    return f"Hello, {name}!"
+
+
+@server.callable
+def list_items() -> list[Item]:
+    return list(STOCK.values())
+
+
+@server.callable("price_of")
+def price(item: Item) -> Money:
+    return Money(1999 if item.name == "teapot" else 4550, "EUR")
+
+
+@server.callable
+def buy(item_id: int, quantity: int = 1) -> dict[str, object]:
+    if item_id not in STOCK:
+        raise OutOfStock(f"item {item_id} is out of stock")
+    total = server.call("price_of", STOCK[item_id])  # a nested call: copies, as if remote
+    return {"item": STOCK[item_id], "quantity": quantity, "unit": total, "at": dt.datetime.now(dt.UTC)}
+
+
+@server.callable
+async def slow_sum(numbers: list[float]) -> float:
+    await asyncio.sleep(0.01)  # async server functions run on the event loop
+    return sum(numbers)

@@ -1,0 +1,398 @@
+"""The async Python client: one WebSocket, calls both ways.
+
+Every protocol decision stays in :class:`tether.protocol.Connection`; this class moves
+frames with ``websockets`` and turns events into results. Its sync twin
+(:class:`tether.client.sync.Client`) runs it on a loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+
+from tether.codec import Limits, PortableRegistry, portable_registry
+from tether.context import CallContext, CallState, ClientInfo, StackFrame, current_call
+from tether.errors import (
+    AppOfflineError,
+    NoServerFunctionError,
+    PermissionDenied,
+    RemoteProtocolError,
+    SerializationError,
+)
+from tether.functions import FunctionRegistry, ServerFunction, function_registry
+from tether.protocol import (
+    Authenticated,
+    AuthFailed,
+    Call,
+    Connection,
+    Failure,
+    Frame,
+    Rejected,
+    Response,
+    Role,
+)
+
+__all__ = ["AsyncClient", "websocket_url"]
+
+log = logging.getLogger("tether.client")
+
+SUBPROTOCOL = "tether.v1"
+FRAME_SLACK = 64 * 1024
+AnyFuture = asyncio.Future[object] | concurrent.futures.Future[object]
+
+
+def websocket_url(url: str) -> str:
+    """``http://h:p`` / ``ws://h:p`` -> ``ws://h:p/_/ws``; an explicit path is kept."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"not a server URL: {url!r} (use ws://HOST:PORT/_/ws or http://HOST:PORT)")
+    path = parts.path if parts.path not in ("", "/") else "/_/ws"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+class AsyncClient:
+    """A connection to a Tether server.
+
+    Args:
+        url: ``ws://HOST:PORT/_/ws`` or the ``http://HOST:PORT`` origin.
+        key: the uplink key (trusted) or the client key; None for an untrusted client.
+        register: offer this process's ``@server.callable`` functions to the server (needs
+            the uplink key; without it, connecting with functions raises PermissionDenied).
+        limits: bounds on messages this side builds and accepts.
+        open_timeout: seconds to connect and authenticate.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        key: str | None = None,
+        *,
+        register: bool = False,
+        limits: Limits | None = None,
+        registry: PortableRegistry = portable_registry,
+        functions: FunctionRegistry = function_registry,
+        open_timeout: float = 10.0,
+        threads: int = 8,
+    ) -> None:
+        self.url = websocket_url(url)
+        self.key = key
+        self.register = register
+        self.limits = limits or Limits()
+        self.registry = registry
+        self.functions = functions
+        self.open_timeout = open_timeout
+        self.trusted = False
+        self.connection = Connection(Role.CLIENT, registry=registry, limits=self.limits)
+        self._ws: ClientConnection | None = None
+        self._pending: dict[str, AnyFuture] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._threads = threads
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed_reason: str | None = None
+        self.on_close: list[Callable[[str], None]] = []
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and self._closed_reason is None
+
+    async def connect(self) -> AsyncClient:
+        """Connects and authenticates.
+
+        Raises:
+            AppOfflineError: the server cannot be reached.
+            PermissionDenied: the key was refused, or functions would be registered
+                without the uplink key.
+        """
+        self._loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                self._ws = await ws_connect(
+                    self.url,
+                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                    max_size=self.limits.max_frame_bytes + FRAME_SLACK,
+                    compression=None,
+                    open_timeout=None,
+                    ping_interval=20,
+                    ping_timeout=20,
+                )
+                self.connection.send_hello(self.key)
+                await self._flush()
+                await self._authenticate()
+        except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed) as exc:
+            await self._abort()
+            raise AppOfflineError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from exc
+        except BaseException:
+            await self._abort()
+            raise
+        self._tasks = [
+            self._loop.create_task(self._read_forever()),
+            self._loop.create_task(self._write_forever()),
+        ]
+        return self
+
+    async def _authenticate(self) -> None:
+        assert self._ws is not None
+        while True:
+            frame = await self._ws.recv()
+            self.connection.receive_frame(frame)
+            for event in self.connection.events_received():
+                if type(event) is AuthFailed:
+                    raise PermissionDenied(f"the server refused this connection: {event.message}")
+                if type(event) is Authenticated:
+                    self.trusted = event.priv == "uplink"
+                    self._adopt_server_limits()
+                    self._register_functions()
+                    await self._flush()
+                    return
+
+    def _adopt_server_limits(self) -> None:
+        from tether.protocol.connection import auth_reply_of
+
+        limits = auth_reply_of(self.connection).get("limits")
+        if type(limits) is dict:
+            frame = limits.get("max_frame_bytes")
+            if type(frame) is int and 0 < frame < self.limits.max_frame_bytes:
+                fields = {n: getattr(self.limits, n) for n in self.limits.__slots__}
+                fields["max_frame_bytes"] = frame
+                self.connection.limits = Limits(**fields)
+
+    def _register_functions(self) -> None:
+        if not self.register:
+            return
+        names = list(self.functions.functions)
+        if names and not self.trusted:
+            raise PermissionDenied(
+                f"only a client connected with the uplink key may register server functions"
+                f" ({', '.join(sorted(names))})"
+            )
+        for name in names:
+            self.connection.send_register(name)
+        self.functions.listeners.append(self._on_new_function)
+
+    def _on_new_function(self, entry: ServerFunction) -> None:
+        if not self.trusted:
+            raise PermissionDenied(
+                f"cannot register {entry.name!r}: this client is not trusted (no uplink key)"
+            )
+        loop = self._loop
+        if loop is not None and self.connected:
+            loop.call_soon_threadsafe(self._send_register, entry.name)
+
+    def _send_register(self, name: str) -> None:
+        if self.connected:
+            self.connection.send_register(name)
+            self._wake.set()
+
+    async def close(self) -> None:
+        """Closes the connection; calls still waiting fail with AppOfflineError."""
+        if self._on_new_function in self.functions.listeners:
+            self.functions.listeners.remove(self._on_new_function)
+        if self._ws is not None:
+            await self._ws.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._lost("the client was closed")
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _abort(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        self._closed_reason = "connect failed"
+
+    async def wait_closed(self) -> None:
+        """Waits until the connection ends."""
+        if self._tasks:
+            await asyncio.gather(self._tasks[0], return_exceptions=True)
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- calls --------------------------------------------------------------------------
+
+    async def call(self, name: str, *args: object, **kwargs: object) -> object:
+        """Calls server function ``name`` and returns its result (a copy).
+
+        Raises:
+            NoServerFunctionError, PermissionDenied, RemoteError, ...: as raised remotely.
+            SerializationError: an argument cannot be sent; nothing was sent.
+            AppOfflineError: not connected, or the connection was lost during the call.
+        """
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self.start_call(name, args, kwargs, future)
+        return await future
+
+    def call_threadsafe(
+        self, name: str, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> concurrent.futures.Future[object]:
+        """Starts a call from any thread but the loop's; the future gets the result."""
+        assert self._loop is not None, "not connected"
+        future: concurrent.futures.Future[object] = concurrent.futures.Future()
+        self._loop.call_soon_threadsafe(self.start_call, name, args, kwargs, future)
+        return future
+
+    def start_call(
+        self, name: str, args: tuple[object, ...], kwargs: dict[str, object], future: AnyFuture
+    ) -> None:
+        """Loop thread: sends the CALL; ``future`` gets the result or the error."""
+        if not self.connected:
+            future.set_exception(AppOfflineError(f"not connected to the server ({self._closed_reason})"))
+            return
+        try:
+            call_id = self.connection.send_call(name, args, kwargs)
+        except SerializationError as exc:
+            future.set_exception(exc)
+            return
+        self._pending[call_id] = future
+        self._wake.set()
+
+    # -- frames -------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        assert self._ws is not None
+        for frame in self.connection.frames_to_send():
+            await self._ws.send(frame)
+
+    async def _write_forever(self) -> None:
+        wake = self._wake
+        while True:
+            await wake.wait()
+            wake.clear()
+            try:
+                await self._flush()
+            except websockets.ConnectionClosed:
+                return
+
+    async def _read_forever(self) -> None:
+        assert self._ws is not None
+        reason = "the server closed the connection"
+        try:
+            async for frame in self._ws:
+                self._receive(frame)
+        except websockets.ConnectionClosed as exc:
+            reason = f"connection to the server lost ({exc})"
+        except RemoteProtocolError as exc:
+            log.error("the server broke the protocol: %s", exc)
+            reason = f"the server broke the protocol: {exc}"
+            await self._ws.close(1002, str(exc)[:120])
+        finally:
+            self._lost(reason)
+
+    def _receive(self, frame: Frame) -> None:
+        connection = self.connection
+        connection.receive_frame(frame)
+        for event in connection.events_received():
+            if type(event) is Response:
+                future = self._pending.pop(event.id, None)
+                if future is not None and not future.done():
+                    future.set_result(event.value)
+            elif type(event) is Failure:
+                future = self._pending.pop(event.id, None)
+                if future is not None and not future.done():
+                    future.set_exception(event.error)
+            elif type(event) is Call:
+                self._run_local(event)
+            elif type(event) is Rejected:
+                log.warning("server call to %r refused: %s", event.command, event.error)
+            elif type(event) is AuthFailed:
+                log.error("the server ended this connection: %s", event.message)
+        if connection._out:
+            self._wake.set()
+
+    def _lost(self, reason: str) -> None:
+        if self._closed_reason is None:
+            self._closed_reason = reason
+        self.connection.receive_close()
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(AppOfflineError(reason))
+        for callback in self.on_close:
+            callback(reason)
+
+    # -- calls from the server ----------------------------------------------------------
+
+    def _run_local(self, call: Call) -> None:
+        entry = self.functions.get(call.command) if self.trusted and self.register else None
+        if entry is None:
+            self.connection.send_error(
+                call.id, NoServerFunctionError(f"no server function named {call.command!r}")
+            )
+            return
+        state = CallState(_context_of(call.meta), _ClientCaller(self))
+        ctx = contextvars.copy_context()
+        ctx.run(current_call.set, state)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any]
+        if entry.is_async:
+            future = loop.create_task(entry.fn(*call.args, **call.kwargs), context=ctx)  # type: ignore[arg-type]
+        else:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    self._threads, thread_name_prefix="tether-client-call"
+                )
+            future = loop.run_in_executor(
+                self._executor, functools.partial(ctx.run, entry.fn, *call.args, **call.kwargs)
+            )
+        future.add_done_callback(functools.partial(self._finish_local, call))
+
+    def _finish_local(self, call: Call, done: asyncio.Future[object]) -> None:
+        if not self.connected:
+            return
+        error = done.exception() if not done.cancelled() else AppOfflineError("cancelled")
+        if error is None:
+            try:
+                self.connection.send_response(call.id, done.result())
+            except SerializationError as exc:
+                error = exc
+        if error is not None:
+            log.info("function %r raised %s", call.command, "".join(traceback.format_exception_only(error)).strip())
+            self.connection.send_error(call.id, error)
+        self._wake.set()
+
+
+def _context_of(meta: dict[str, object]) -> CallContext:
+    client = meta.get("client")
+    stack = meta.get("call-stack")
+    client_type = client.get("type") if type(client) is dict else None
+    ip = client.get("ip") if type(client) is dict else None
+    caller = stack[0].get("type") if type(stack) is list and stack and type(stack[0]) is dict else None
+    trusted = caller in ("server_module", "uplink", "background_task")
+    return CallContext(
+        type="uplink",
+        client=ClientInfo(str(client_type or "server"), ip if type(ip) is str else None),
+        remote_caller=StackFrame(str(caller or "server_module"), trusted),
+    )
+
+
+class _ClientCaller:
+    """Nested ``server.call`` from a function this client runs for the server."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    def call(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
+        return self.client.call_threadsafe(name, args, kwargs).result()
+
+    async def acall(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
+        return await self.client.call(name, *args, **kwargs)

@@ -1,0 +1,90 @@
+"""The sync client: an :class:`AsyncClient` running on its own loop thread.
+
+The loop keeps serving the server's calls to this process while the caller blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from tether.client.aio import AsyncClient
+
+__all__ = ["Client"]
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard] on Linux
+        return asyncio.new_event_loop()
+
+
+class Client:
+    """A blocking connection to a Tether server; the twin of :class:`AsyncClient`.
+
+    Takes the same arguments as :class:`AsyncClient`.
+    """
+
+    def __init__(self, url: str, key: str | None = None, **options: Any) -> None:
+        self._loop = _new_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tether-client", daemon=True)
+        self._thread.start()
+        self.aio = AsyncClient(url, key, **options)
+        try:
+            self._run(self.aio.connect())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    @property
+    def trusted(self) -> bool:
+        return self.aio.trusted
+
+    @property
+    def connected(self) -> bool:
+        return self.aio.connected
+
+    def call(self, name: str, *args: object, **kwargs: object) -> object:
+        """Calls server function ``name``, blocking until it returns; see AsyncClient.call."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("Client.call() from the client's own loop would deadlock; use acall")
+        return self.aio.call_threadsafe(name, args, kwargs).result()
+
+    async def acall(self, name: str, *args: object, **kwargs: object) -> object:
+        """Calls from a coroutine on another loop, without blocking that loop."""
+        return await asyncio.wrap_future(self.aio.call_threadsafe(name, args, kwargs))
+
+    def wait_closed(self, timeout: float | None = None) -> None:
+        """Blocks until the connection ends (or ``timeout`` seconds pass)."""
+        future = asyncio.run_coroutine_threadsafe(self.aio.wait_closed(), self._loop)
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+
+    def close(self) -> None:
+        """Closes the connection and stops the loop thread."""
+        if self._thread.is_alive():
+            try:
+                self._run(self.aio.close())
+            finally:
+                self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

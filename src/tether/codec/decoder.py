@@ -1,0 +1,250 @@
+"""A received tree plus its ``objects`` table -> values, building only registered classes.
+
+Entries are applied in order (inner before outer). Every path is checked: it must start at
+one of the message's value keys and lead, through dicts and lists, to a value that is
+there. A type name is looked up in the registry and nothing else: an unknown name is an
+:class:`InsecureJelly` for that message, and no module is ever imported because of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Collection, Mapping
+
+from tether.codec.limits import Limits
+from tether.codec.media import Media
+from tether.codec.paths import format_path
+from tether.codec.registry import DisabledGlobalData, GlobalData, PortableClass, PortableRegistry
+from tether.errors import InsecureJelly, SerializationError
+
+__all__ = ["decode_values", "media_ids"]
+
+# A hook for object types the codec does not own (capabilities, Cacheables): it gets the
+# entry and returns the value, or raises SerializationError.
+ExtraDecoder = Callable[[dict[str, object], str], object]
+
+_FLOATS = {"Infinity": float("inf"), "-Infinity": float("-inf"), "NaN": float("nan")}
+_KNOWN = frozenset(
+    {"Long", "Float", "Date", "DateTime", "DataMedia", "ValueType", "ClassType", "Capability"}
+)
+
+
+def media_ids(objects: object) -> list[str]:
+    """The ids of the media a message's objects table says will follow as chunks."""
+    ids: list[str] = []
+    if type(objects) is list:
+        for entry in objects:
+            if type(entry) is dict:
+                kinds = entry.get("type")
+                if type(kinds) is list and kinds and kinds[0] == "DataMedia":
+                    media_id = entry.get("id")
+                    if type(media_id) is not str:
+                        raise SerializationError("DataMedia entry has no string id")
+                    ids.append(media_id)
+    return ids
+
+
+def decode_values(
+    message: dict[str, object],
+    value_keys: Collection[str],
+    registry: PortableRegistry,
+    limits: Limits,
+    media: Mapping[str, Media] | None = None,
+    extra: Mapping[str, ExtraDecoder] | None = None,
+) -> GlobalData:
+    """Replaces, in place, the values described by ``message["objects"]``.
+
+    Args:
+        message: a parsed message; only the values under ``value_keys`` (and
+            ``vt_global``) may be touched by its objects table.
+        value_keys: the top-level keys that hold values, e.g. ``("args", "kwargs")``.
+        registry: the classes that may be built.
+        limits: bounds to check.
+        media: the media that arrived as chunks, by id.
+        extra: decoders for further object types, e.g. ``{"Capability": ...}``.
+
+    Returns:
+        The message's global data.
+
+    Raises:
+        SerializationError: a malformed entry, an unknown type, a broken limit.
+        InsecureJelly: a type name that is not registered.
+    """
+    objects = message.get("objects")
+    global_data = GlobalData()
+    if objects is None:
+        return global_data
+    if type(objects) is not list:
+        raise SerializationError("'objects' must be a list")
+    if len(objects) > limits.max_objects:
+        raise SerializationError(
+            f"message has {len(objects)} objects, over the limit of {limits.max_objects}"
+            " (limit max_objects)"
+        )
+    max_depth = limits.max_depth
+    by_name = registry.by_name
+    gd: GlobalData = DISABLED
+    in_global = True
+    for entry in objects:
+        if type(entry) is not dict:
+            raise SerializationError(f"objects entry must be a dict, got {type(entry).__name__}")
+        path = entry.get("path")
+        kinds = entry.get("type")
+        if type(path) is not list or not path or len(path) > max_depth:
+            raise SerializationError(f"objects entry has a bad path: {_short(path)}")
+        if type(kinds) is not list:
+            raise SerializationError(f"objects entry has a bad type at {format_path(path)}")
+        root = path[0]
+        if root == "vt_global":
+            if not in_global:
+                raise SerializationError("vt_global entries must come before the others")
+        else:
+            if in_global:
+                in_global = False
+                gd = global_data = _global_data(message.get("vt_global"))
+            if root not in value_keys:
+                raise SerializationError(f"objects entry outside the values: {format_path(path)}")
+        # Walk to the parent of the target.
+        node: object = message
+        for key in path[:-1]:
+            node = _step(node, key, path)
+        key = path[-1]
+        current = _step(node, key, path)
+        kind = next((k for k in kinds if k in _KNOWN or (extra and k in extra)), None)
+        if kind == "ValueType":
+            name = entry.get("typeName")
+            portable = by_name.get(name) if type(name) is str else None
+            if portable is None:
+                raise InsecureJelly(
+                    f"no portable class named {name!r} is registered here"
+                    f" (at {format_path(path)})"
+                )
+            value = _build(portable, current, gd, path)
+        elif kind == "Long":
+            value = _long(entry.get("value"), limits, path)
+        elif kind == "Float":
+            text = entry.get("value")
+            if type(text) is not str or text not in _FLOATS:
+                raise SerializationError(f"bad Float value {text!r} at {format_path(path)}")
+            value = _FLOATS[text]
+        elif kind == "DateTime":
+            value = _parse(dt.datetime.fromisoformat, entry.get("value"), "DateTime", path)
+        elif kind == "Date":
+            value = _parse(dt.date.fromisoformat, entry.get("value"), "Date", path)
+        elif kind == "DataMedia":
+            value = _media(entry, media, path)
+        elif kind == "ClassType":
+            name = entry.get("typeName")
+            portable = by_name.get(name) if type(name) is str else None
+            if portable is None:
+                raise InsecureJelly(
+                    f"no portable class named {name!r} is registered here"
+                    f" (at {format_path(path)})"
+                )
+            value = portable.cls
+        elif kind is not None and extra is not None and kind in extra:
+            value = extra[kind](entry, format_path(path))
+        else:
+            raise SerializationError(f"unknown object type {kinds!r} at {format_path(path)}")
+        node[key] = value  # type: ignore[index]
+    if in_global:
+        global_data = _global_data(message.get("vt_global"))
+    return global_data
+
+
+def _step(node: object, key: object, path: list[object]) -> object:
+    if type(node) is dict and type(key) is str:
+        if key in node:
+            return node[key]
+    elif type(node) is list and type(key) is int and 0 <= key < len(node):
+        return node[key]
+    raise SerializationError(f"objects entry points nowhere: {format_path(path)}")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _global_data(value: object) -> GlobalData:
+    if value is None:
+        return GlobalData()
+    if type(value) is dict:
+        return GlobalData(value)
+    if type(value) is list and len(value) % 2 == 0:
+        # Anvil's shared_data form: [key, data, key, data, ...]; ":GLOBAL" is the dict API.
+        pairs = dict(zip(value[::2], value[1::2], strict=True))
+        legacy = pairs.get(":GLOBAL")
+        return GlobalData(legacy if type(legacy) is dict else {})
+    raise SerializationError(f"vt_global must be a dict, got {type(value).__name__}")
+
+
+def _build(portable: PortableClass, data: object, gd: GlobalData, path: list[object]) -> object:
+    cls = portable.cls
+    try:
+        if portable.new_deserialized:
+            return cls.__new_deserialized__(data, gd)  # type: ignore[attr-defined]
+        obj = cls.__new__(cls)
+        if portable.deserialize:
+            obj.__deserialize__(data, gd)
+        elif portable.is_exception:
+            if type(data) is not dict or type(data.get("args")) is not list:
+                raise SerializationError("exception data must be {'args': [...], 'attrs': {...}}")
+            obj.args = tuple(data["args"])
+            attrs = data.get("attrs")
+            if type(attrs) is dict:
+                obj.__dict__.update(attrs)
+        else:
+            if type(data) is not dict:
+                raise SerializationError(f"expected a dict of attributes, got {type(data).__name__}")
+            obj.__dict__.update(data)
+        return obj
+    except SerializationError as exc:
+        raise SerializationError(f"cannot build {portable.name!r} at {format_path(path)}: {exc}") from exc
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot build {portable.name!r} at {format_path(path)}:"
+            f" {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _long(text: object, limits: Limits, path: list[object]) -> int:
+    if type(text) is not str:
+        raise SerializationError(f"bad Long value at {format_path(path)}")
+    digits = len(text) - text.startswith("-")
+    if digits > limits.max_int_digits:
+        raise SerializationError(
+            f"integer with {digits} digits at {format_path(path)} is over the limit of"
+            f" {limits.max_int_digits} digits (limit max_int_digits)"
+        )
+    if not (text.lstrip("-").isdigit() and text.isascii()):
+        raise SerializationError(f"bad Long value {_short(text)} at {format_path(path)}")
+    return int(text)
+
+
+def _parse(parse: Callable[[str], object], text: object, kind: str, path: list[object]) -> object:
+    if type(text) is not str or len(text) > 64:
+        raise SerializationError(f"bad {kind} value at {format_path(path)}")
+    try:
+        return parse(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise SerializationError(f"bad {kind} value {text!r} at {format_path(path)}") from None
+
+
+def _media(entry: dict[str, object], media: Mapping[str, Media] | None, path: list[object]) -> object:
+    media_id = entry.get("id")
+    found = media.get(media_id) if media is not None and type(media_id) is str else None
+    if found is None:
+        raise SerializationError(f"media {media_id!r} did not arrive (at {format_path(path)})")
+    if entry.get("bytes") is True:
+        return found.get_bytes()
+    mime = entry.get("mime-type")
+    name = entry.get("name")
+    if type(mime) is str:
+        found.content_type = mime
+    if name is None or type(name) is str:
+        found.name = name
+    return found
+
+
+DISABLED = DisabledGlobalData()

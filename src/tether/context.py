@@ -1,0 +1,58 @@
+"""The call context: who is calling, from where. Set per call in a contextvar."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["CallContext", "ClientInfo", "StackFrame"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Where the call came from: ``type`` is browser, uplink, http or background_task."""
+
+    type: str
+    ip: str | None = None
+    location: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class StackFrame:
+    """The immediate caller: ``type`` and whether it is trusted."""
+
+    type: str
+    is_trusted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """``server.context``: the running call's context."""
+
+    type: str
+    client: ClientInfo
+    remote_caller: StackFrame | None
+    background_task_id: str | None = None
+
+
+class Caller(Protocol):
+    """Something that can run ``server.call`` for the code running in a call."""
+
+    def call(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object: ...
+
+    async def acall(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object: ...
+
+
+@dataclass(slots=True)
+class CallState:
+    """What the code of one call can reach: its context and where nested calls go."""
+
+    context: CallContext
+    caller: Caller
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+current_call: contextvars.ContextVar[CallState | None] = contextvars.ContextVar(
+    "tether_current_call", default=None
+)

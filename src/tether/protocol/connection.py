@@ -1,0 +1,523 @@
+"""The sans-I/O connection: frames in, events out; calls in, frames out.
+
+One :class:`Connection` per WebSocket. It keeps the protocol's state (handshake, call ids,
+media chunks in flight) and makes every protocol decision; transports only move frames and
+the runtime only acts on events. Nothing here touches a socket, a loop or a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+from dataclasses import dataclass, field
+
+import orjson
+
+from tether.codec import (
+    BlobMedia,
+    GlobalData,
+    Limits,
+    Media,
+    PortableRegistry,
+    decode_values,
+    encode_values,
+    media_ids,
+    portable_registry,
+)
+from tether.codec.media import chunks
+from tether.errors import (
+    RemoteError,
+    RemoteProtocolError,
+    SerializationError,
+    error_class_for_wire_name,
+    wire_name_of_error,
+)
+from tether.protocol.events import (
+    Authenticated,
+    AuthFailed,
+    Call,
+    Event,
+    Failure,
+    Hello,
+    Register,
+    Rejected,
+    Response,
+)
+
+__all__ = ["PROTOCOL_VERSION", "Connection", "Frame", "Role", "State"]
+
+PROTOCOL_VERSION = 8
+ECHO = "anvil.private.echo"
+MAX_ID_LENGTH = 128
+
+Frame = str | bytes
+"""A text frame (one JSON message) or a binary frame (one media chunk)."""
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class State(enum.Enum):
+    NEW = "new"  # client: hello not sent yet; server: waiting for the hello
+    AUTHENTICATING = "authenticating"  # hello sent (client) or received (server), no answer yet
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class _Partial:
+    """A message whose media chunks are still arriving."""
+
+    message: dict[str, object]
+    is_call: bool
+    waiting: dict[str, bytearray]
+    next_index: dict[str, int]
+    done: dict[str, Media] = field(default_factory=dict)
+    received: int = 0
+    failed: bool = False
+
+
+class Connection:
+    """One side of one connection.
+
+    Args:
+        role: which side this is.
+        registry: the portable classes that may be built from the wire.
+        limits: bounds on every message, both ways.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        registry: PortableRegistry = portable_registry,
+        limits: Limits | None = None,
+    ) -> None:
+        self.role = role
+        self.registry = registry
+        self.limits = limits or Limits()
+        self.state = State.NEW
+        self._out: list[Frame] = []
+        self._events: list[Event] = []
+        self._pending_out: dict[str, str] = {}  # call id -> command, for calls made from here
+        self._abandoned: set[str] = set()
+        self._incoming: dict[str, _Partial] = {}
+        self._chunk: tuple[_Partial, str, bool] | None = None
+        prefix = "server-" if role is Role.SERVER else ""
+        self._id_prefix = prefix + os.urandom(5).hex()
+        self._ids = itertools.count(1)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def events_received(self) -> list[Event]:
+        """Returns and forgets the events of the frames received so far."""
+        events, self._events = self._events, []
+        return events
+
+    def frames_to_send(self) -> list[Frame]:
+        """Returns and forgets the frames to send, in order."""
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def pending_calls(self) -> int:
+        """How many calls made from here are still unanswered."""
+        return len(self._pending_out)
+
+    # -- handshake ----------------------------------------------------------------------
+
+    def send_hello(self, key: str | None, **extra: object) -> None:
+        """Client: sends the key (``{"key", "v"}``); the answer is an Authenticated event."""
+        self._expect(Role.CLIENT, State.NEW)
+        self._send({"key": key, "v": PROTOCOL_VERSION, **extra})
+        self.state = State.AUTHENTICATING
+
+    def accept(self, priv: str, info: dict[str, object], **extra: object) -> None:
+        """Server: accepts the hello; ``priv`` is ``"uplink"`` (trusted) or ``"client"``."""
+        self._expect(Role.SERVER, State.AUTHENTICATING)
+        self._send({"auth": "OK", "priv": priv, "app-info": info, **extra})
+        self.state = State.OPEN
+
+    def reject(self, message: str) -> None:
+        """Server: refuses the hello; the transport closes after sending this frame."""
+        self._send({"error": message})
+        self.state = State.CLOSED
+
+    def send_register(self, name: str) -> None:
+        """Client: offers a function under ``name``."""
+        self._send({"type": "REGISTER", "name": name})
+
+    # -- calls --------------------------------------------------------------------------
+
+    def send_call(
+        self,
+        command: str,
+        args: list[object] | tuple[object, ...],
+        kwargs: dict[str, object],
+        meta: dict[str, object] | None = None,
+    ) -> str:
+        """Queues a CALL and returns its id.
+
+        Raises:
+            SerializationError: an argument cannot be sent; nothing was queued.
+        """
+        if self.state is not State.OPEN:
+            raise RemoteProtocolError(f"cannot call {command!r}: connection is {self.state.value}")
+        call_id = f"{self._id_prefix}{next(self._ids)}"
+        header: dict[str, object] = {"type": "CALL", "id": call_id, "command": command}
+        if meta:
+            header.update(meta)
+        try:
+            self._send_values(header, {"args": args, "kwargs": kwargs}, call_id)
+        except SerializationError as exc:
+            raise SerializationError(f"cannot serialize arguments to {command!r}: {exc}") from exc
+        self._pending_out[call_id] = command
+        return call_id
+
+    def send_response(
+        self, call_id: str, value: object, meta: dict[str, object] | None = None
+    ) -> None:
+        """Queues the result of a call.
+
+        Raises:
+            SerializationError: the value cannot be sent; nothing was queued, so send an
+                error instead.
+        """
+        header: dict[str, object] = {"id": call_id}
+        if meta:
+            header.update(meta)
+        try:
+            self._send_values(header, {"response": value}, call_id)
+        except SerializationError as exc:
+            raise SerializationError(f"cannot serialize return value: {exc}") from exc
+
+    def send_error(
+        self,
+        call_id: str,
+        error: BaseException,
+        *,
+        trace: list[object] | None = None,
+        meta: dict[str, object] | None = None,
+    ) -> None:
+        """Queues an error reply: ``{"id", "error": {"type", "message", "trace"?}}``.
+
+        A portable exception also carries its serialized self under ``error.value``, so
+        the caller re-raises the same class with the same attributes.
+        """
+        fields: dict[str, object] = {"type": _wire_type(error), "message": _message(error)}
+        if trace is not None:
+            fields["trace"] = trace
+        header: dict[str, object] = {"id": call_id}
+        if meta:
+            header.update(meta)
+        if type(error) in self.registry.by_class:
+            try:
+                self._send_values(header, {"error": {**fields, "value": error}}, call_id)
+                return
+            except SerializationError:
+                pass  # fall back to type and message
+        self._send({**header, "error": fields})
+
+    def abandon(self, call_id: str) -> None:
+        """Forgets a call made from here (it timed out); a late answer is then ignored."""
+        if self._pending_out.pop(call_id, None) is not None:
+            self._abandoned.add(call_id)
+
+    # -- frames in ----------------------------------------------------------------------
+
+    def receive_frame(self, frame: Frame) -> None:
+        """Reads one frame; then call :meth:`events_received` and :meth:`frames_to_send`.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol; close this connection.
+        """
+        if self.state is State.CLOSED:
+            return
+        if type(frame) is bytes:
+            self._receive_chunk(frame)
+            return
+        if self._chunk is not None:
+            raise RemoteProtocolError("expected a binary media chunk after CHUNK_HEADER")
+        if len(frame) > self.limits.max_frame_bytes:
+            raise RemoteProtocolError(
+                f"frame of {len(frame)} bytes is over the limit of {self.limits.max_frame_bytes}"
+            )
+        try:
+            message = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            raise RemoteProtocolError(f"frame is not valid JSON: {exc}") from None
+        if type(message) is not dict:
+            raise RemoteProtocolError("frame is not a JSON object")
+        kind = message.get("type")
+        if kind == "CALL":
+            self._require_open("CALL")
+            self._receive_call(message)
+        elif kind is None and "id" in message and ("response" in message or "error" in message):
+            self._require_open("response")
+            self._receive_answer(message)
+        elif kind == "CHUNK_HEADER":
+            self._receive_chunk_header(message)
+        elif kind == "REGISTER" and self.role is Role.SERVER:
+            if self.state not in (State.AUTHENTICATING, State.OPEN):
+                raise RemoteProtocolError("REGISTER before the key")
+            name = message.get("name")
+            if type(name) is not str or not name:
+                raise RemoteProtocolError("REGISTER needs a non-empty name")
+            self._events.append(Register(name))
+        elif kind is None and self.role is Role.SERVER and self.state is State.NEW:
+            key = message.get("key")
+            version = message.get("v", 0)
+            if (key is not None and type(key) is not str) or type(version) is not int:
+                raise RemoteProtocolError("first frame must be {'key': str, 'v': int}")
+            self.state = State.AUTHENTICATING
+            self._events.append(Hello(key, version))
+        elif kind is None and self.role is Role.CLIENT and "auth" in message:
+            if self.state is not State.AUTHENTICATING:
+                raise RemoteProtocolError("unexpected auth reply")
+            self.state = State.OPEN
+            info = message.get("app-info")
+            self._events.append(
+                Authenticated(str(message.get("priv")), info if type(info) is dict else {})
+            )
+            self._auth_extra = message
+        elif kind is None and self.role is Role.CLIENT and "error" in message:
+            self.state = State.CLOSED
+            self._events.append(AuthFailed(str(message["error"])))
+        elif kind is None and "output" in message:
+            pass  # server output for an Anvil console: nothing to do in Tether
+        else:
+            raise RemoteProtocolError(f"unknown message type {kind!r}")
+
+    def receive_close(self) -> list[str]:
+        """The transport closed. Returns the ids of calls made from here left unanswered."""
+        self.state = State.CLOSED
+        pending = list(self._pending_out)
+        self._pending_out.clear()
+        self._incoming.clear()
+        self._chunk = None
+        return pending
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _expect(self, role: Role, state: State) -> None:
+        if self.role is not role or self.state is not state:
+            raise RemoteProtocolError(f"not allowed for a {self.role.value} in state {self.state.value}")
+
+    def _require_open(self, what: str) -> None:
+        if self.state is not State.OPEN:
+            raise RemoteProtocolError(f"{what} before authentication")
+
+    def _send(self, message: dict[str, object]) -> None:
+        self._out.append(orjson.dumps(message).decode())
+
+    def _send_values(self, header: dict[str, object], values: dict[str, object], request_id: str) -> None:
+        encoded = encode_values(values, self.registry, self.limits)
+        header.update(encoded.values)
+        header["objects"] = encoded.objects
+        if encoded.vt_global is not None:
+            header["vt_global"] = encoded.vt_global
+        try:
+            text = orjson.dumps(header)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise SerializationError(str(exc)) from None
+        if len(text) > self.limits.max_frame_bytes:
+            raise SerializationError(
+                f"message of {len(text)} bytes is over the frame limit of"
+                f" {self.limits.max_frame_bytes} bytes (send large data as Media)"
+            )
+        frames: list[Frame] = [text.decode()]
+        total = 0
+        for media_id, media in encoded.media:
+            content = media.get_bytes()
+            total += len(content)
+            if total > self.limits.max_media_bytes:
+                raise SerializationError(
+                    f"media in one message add up to more than {self.limits.max_media_bytes} bytes"
+                )
+            parts = chunks(content)
+            last = len(parts) - 1
+            for index, part in enumerate(parts):
+                frames.append(
+                    orjson.dumps(
+                        {
+                            "type": "CHUNK_HEADER",
+                            "requestId": request_id,
+                            "mediaId": media_id,
+                            "chunkIndex": index,
+                            "lastChunk": index == last,
+                        }
+                    ).decode()
+                )
+                frames.append(part)
+        self._out.extend(frames)
+
+    def _receive_call(self, message: dict[str, object]) -> None:
+        call_id = message.get("id")
+        command = message.get("command")
+        if type(call_id) is not str or not 0 < len(call_id) <= MAX_ID_LENGTH:
+            raise RemoteProtocolError("CALL needs a string id")
+        if type(command) is not str:
+            raise RemoteProtocolError("CALL needs a string command")
+        if type(message.setdefault("args", [])) is not list:
+            raise RemoteProtocolError("CALL args must be a list")
+        if type(message.setdefault("kwargs", {})) is not dict:
+            raise RemoteProtocolError("CALL kwargs must be a dict")
+        self._hold_or_finish(call_id, message, is_call=True)
+
+    def _receive_answer(self, message: dict[str, object]) -> None:
+        call_id = message["id"]
+        if type(call_id) is not str or call_id not in self._pending_out:
+            if type(call_id) is str and call_id in self._abandoned:
+                self._abandoned.discard(call_id)
+                return
+            raise RemoteProtocolError(f"answer to unknown call id {str(call_id)[:MAX_ID_LENGTH]!r}")
+        self._hold_or_finish(call_id, message, is_call=False)
+
+    def _hold_or_finish(self, msg_id: str, message: dict[str, object], is_call: bool) -> None:
+        try:
+            ids = media_ids(message.get("objects"))
+        except SerializationError as exc:
+            self._fail(msg_id, message, is_call, exc)
+            return
+        if not ids:
+            self._finish(msg_id, message, is_call, None)
+            return
+        if msg_id in self._incoming:
+            raise RemoteProtocolError(f"duplicate message id {msg_id!r}")
+        self._incoming[msg_id] = _Partial(
+            message, is_call, {i: bytearray() for i in ids}, dict.fromkeys(ids, 0)
+        )
+
+    def _finish(
+        self, msg_id: str, message: dict[str, object], is_call: bool, media: dict[str, Media] | None
+    ) -> None:
+        if is_call:
+            command: str = message["command"]  # type: ignore[assignment]
+            try:
+                global_data = decode_values(
+                    message, ("args", "kwargs"), self.registry, self.limits, media
+                )
+            except SerializationError as exc:
+                self._fail(msg_id, message, True, exc)
+                return
+            args: list[object] = message["args"]  # type: ignore[assignment]
+            if command == ECHO:
+                self.send_response(msg_id, args[0] if args else None)
+                return
+            kwargs: dict[str, object] = message["kwargs"]  # type: ignore[assignment]
+            self._events.append(Call(msg_id, command, args, kwargs, global_data, message))
+            return
+        self._pending_out.pop(msg_id, None)
+        try:
+            if "error" in message:
+                decode_values(message, ("error",), self.registry, self.limits, media)
+                self._events.append(Failure(msg_id, self._error_from_wire(message["error"]), message))
+            else:
+                decode_values(message, ("response",), self.registry, self.limits, media)
+                self._events.append(Response(msg_id, message["response"], message))
+        except SerializationError as exc:
+            self._events.append(Failure(msg_id, exc, message))
+
+    def _fail(self, msg_id: str, message: dict[str, object], is_call: bool, exc: SerializationError) -> None:
+        if is_call:
+            command = str(message.get("command"))
+            error = SerializationError(f"cannot receive arguments of {command!r}: {exc}")
+            self.send_error(msg_id, error)
+            self._events.append(Rejected(msg_id, command, error))
+        else:
+            self._pending_out.pop(msg_id, None)
+            self._events.append(Failure(msg_id, exc, message))
+
+    def _receive_chunk_header(self, message: dict[str, object]) -> None:
+        request_id = message.get("requestId")
+        media_id = message.get("mediaId")
+        index = message.get("chunkIndex")
+        partial = self._incoming.get(request_id) if type(request_id) is str else None
+        if partial is None:
+            raise RemoteProtocolError(f"media chunk for unknown request {str(request_id)[:MAX_ID_LENGTH]!r}")
+        if type(media_id) is not str or media_id not in partial.next_index:
+            raise RemoteProtocolError(f"media chunk for unknown media {str(media_id)[:MAX_ID_LENGTH]!r}")
+        if type(index) is not int or index != partial.next_index[media_id]:
+            raise RemoteProtocolError(f"media chunk {index!r} out of order")
+        partial.next_index[media_id] = index + 1
+        self._chunk = (partial, media_id, message.get("lastChunk") is True)
+
+    def _receive_chunk(self, data: bytes) -> None:
+        if self._chunk is None:
+            raise RemoteProtocolError("binary frame without a CHUNK_HEADER")
+        partial, media_id, last = self._chunk
+        self._chunk = None
+        if len(data) > self.limits.max_frame_bytes:
+            raise RemoteProtocolError("media chunk over the frame limit")
+        msg_id: str = partial.message["id"]  # type: ignore[assignment]
+        partial.received += len(data)
+        if not partial.failed:
+            if partial.received > self.limits.max_media_bytes:
+                partial.failed = True
+                error = SerializationError(
+                    f"media in one message add up to more than {self.limits.max_media_bytes}"
+                    " bytes (limit max_media_bytes)"
+                )
+                self._fail(msg_id, partial.message, partial.is_call, error)
+            else:
+                partial.waiting[media_id] += data
+        if last:
+            buffer = partial.waiting.pop(media_id)
+            partial.next_index.pop(media_id)
+            partial.done[media_id] = BlobMedia("application/octet-stream", bytes(buffer))
+            if not partial.next_index:
+                del self._incoming[msg_id]
+                if not partial.failed:
+                    self._finish(msg_id, partial.message, partial.is_call, partial.done)
+
+    def _error_from_wire(self, error: object) -> BaseException:
+        if type(error) is not dict:
+            return RemoteError(str(error))
+        message = error.get("message")
+        text = message if type(message) is str else str(message)
+        type_name = error.get("type")
+        trace = error.get("trace")
+        trace_list = trace if type(trace) is list else None
+        value = error.get("value")
+        if isinstance(value, BaseException):
+            return value
+        if type(type_name) is str:
+            cls = error_class_for_wire_name(type_name)
+            if cls is not None:
+                return cls(text)
+            portable = self.registry.by_name.get(type_name)
+            if portable is not None and portable.is_exception:
+                exc: BaseException = portable.cls.__new__(portable.cls)
+                exc.args = (text,)
+                return exc
+            return RemoteError(text, type_name, trace_list)
+        return RemoteError(text, "Exception", trace_list)
+
+
+def _wire_type(error: BaseException) -> str:
+    cls = type(error)
+    if isinstance(error, RemoteError):
+        return error.type_name
+    name = wire_name_of_error(cls)
+    if name is not None:
+        return name
+    portable = portable_registry.by_class.get(cls)
+    if portable is not None:
+        return portable.name
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, RemoteError):
+        return str(error.args[0]) if error.args else ""
+    return str(error)
+
+
+def auth_reply_of(connection: Connection) -> dict[str, object]:
+    """The whole auth reply the server sent (client side), for extension fields."""
+    return getattr(connection, "_auth_extra", {})

@@ -1,0 +1,1 @@
+"""The server: dispatcher, connections, the ASGI app and the command line."""

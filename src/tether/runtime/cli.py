@@ -1,0 +1,80 @@
+"""``tether`` on the command line: ``tether serve APP``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from tether.codec import Limits
+
+__all__ = ["main"]
+
+_DEFAULT = Limits()
+
+
+@click.group()
+@click.version_option(package_name="tether")
+def main() -> None:
+    """Tether: Python client/server apps in which live objects cross the wire safely."""
+
+
+@main.command()
+@click.argument("app")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to bind.")
+@click.option("--uplink-key", envvar="TETHER_UPLINK_KEY", help="Key that makes a client trusted.")
+@click.option("--client-key", envvar="TETHER_CLIENT_KEY", help="Key for untrusted clients.")
+@click.option("--dev", is_flag=True, help="Send tracebacks with errors (never in production).")
+@click.option("--allow-origin", multiple=True, help="Extra browser origin allowed on the WebSocket.")
+@click.option("--threads", default=32, show_default=True, type=int, help="Threads for sync functions.")
+@click.option("--max-frame-bytes", default=_DEFAULT.max_frame_bytes, show_default=True, type=int)
+@click.option("--max-depth", default=_DEFAULT.max_depth, show_default=True, type=int)
+@click.option("--max-objects", default=_DEFAULT.max_objects, show_default=True, type=int)
+@click.option("--max-int-digits", default=_DEFAULT.max_int_digits, show_default=True, type=int)
+@click.option("--max-media-bytes", default=_DEFAULT.max_media_bytes, show_default=True, type=int)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    app: str,
+    host: str,
+    port: int,
+    uplink_key: str | None,
+    client_key: str | None,
+    dev: bool,
+    allow_origin: tuple[str, ...],
+    threads: int,
+    max_frame_bytes: int,
+    max_depth: int,
+    max_objects: int,
+    max_int_digits: int,
+    max_media_bytes: int,
+    log_level: str,
+) -> None:
+    """Serve APP: a module name, a package, a .py file, or a folder holding app.py."""
+    from tether.runtime.app import create_app
+    from tether.runtime.loader import load_app
+    from tether.runtime.serving import serve_forever
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        load_app(app)
+        limits = Limits(max_frame_bytes, max_depth, max_objects, max_int_digits, max_media_bytes)
+    except (ImportError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    asgi = create_app(
+        uplink_key=uplink_key,
+        client_key=client_key,
+        dev=dev,
+        limits=limits,
+        threads=threads,
+        allowed_origins=allow_origin,
+    )
+    trust = "uplink key set" if uplink_key else "no uplink key: no client is trusted"
+    click.echo(f"Tether serving {app} on http://{host}:{port} (WebSocket /_/ws; {trust})")
+    sys.stdout.flush()
+    serve_forever(asgi, host, port, log_level=log_level)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,240 @@
+"""Finds and runs server functions: local ones, and those registered by trusted peers.
+
+Incoming calls arrive already decoded (so they are copies). Nested ``server.call`` from
+server code goes through :class:`ServerCaller`, which copies arguments and results
+through the codec, so a callee behaves exactly as if it ran in another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tether.codec import Limits, PortableRegistry, copy_values, portable_registry
+from tether.context import CallContext, CallState, ClientInfo, StackFrame, current_call
+from tether.errors import NoServerFunctionError, PermissionDenied
+from tether.functions import FunctionRegistry, ServerFunction, function_registry
+
+if TYPE_CHECKING:
+    from tether.runtime.peer import Peer
+
+__all__ = ["Dispatcher", "ServerCaller", "ServerOptions"]
+
+log = logging.getLogger("tether")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """How one server behaves; ``tether serve`` flags map onto these.
+
+    Attributes:
+        uplink_key: peers presenting it are trusted (may register functions).
+        client_key: peers presenting it are untrusted clients; without one configured,
+            any peer without the uplink key is an untrusted client.
+        dev: send tracebacks with errors.
+        limits: bounds on every message.
+        threads: size of the thread pool that runs sync server functions.
+        allowed_origins: browser origins allowed on the WebSocket besides the server's own.
+        handshake_timeout: seconds a new connection has to send its key.
+        app_id: the id reported to peers in ``app-info``.
+    """
+
+    uplink_key: str | None = None
+    client_key: str | None = None
+    dev: bool = False
+    limits: Limits = field(default_factory=Limits)
+    threads: int = 32
+    allowed_origins: tuple[str, ...] = ()
+    handshake_timeout: float = 10.0
+    app_id: str = "tether-app"
+
+
+class Dispatcher:
+    """One server's view of every function it can run."""
+
+    def __init__(
+        self,
+        options: ServerOptions,
+        *,
+        functions: FunctionRegistry = function_registry,
+        registry: PortableRegistry = portable_registry,
+    ) -> None:
+        self.options = options
+        self.functions = functions
+        self.registry = registry
+        self.limits = options.limits
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._peer_exact: dict[str, list[Peer]] = {}
+        self._peer_patterns: list[tuple[re.Pattern[str], Peer]] = []
+        self.caller = ServerCaller(self)
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Binds to the running loop (idempotent): at lifespan start or first connection."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.options.threads, thread_name_prefix="tether-call"
+            )
+            from tether import _current
+
+            _current.dispatchers.append(self)
+
+    def stop(self) -> None:
+        from tether import _current
+
+        if self in _current.dispatchers:
+            _current.dispatchers.remove(self)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self.loop = None
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        assert self._executor is not None, "dispatcher not started"
+        return self._executor
+
+    # -- peer registrations -------------------------------------------------------------
+
+    def register_peer_function(self, name: str, peer: Peer) -> None:
+        """A trusted peer offers ``name`` (a pattern, as in Anvil); peers win over locals."""
+        self._peer_exact.setdefault(name, []).append(peer)
+        if re.escape(name) != name:
+            self._peer_patterns.append((re.compile(name), peer))
+
+    def unregister_peer(self, peer: Peer) -> None:
+        for name in [n for n, peers in self._peer_exact.items() if peer in peers]:
+            peers = self._peer_exact[name]
+            peers[:] = [p for p in peers if p is not peer]
+            if not peers:
+                del self._peer_exact[name]
+        self._peer_patterns = [(p, q) for p, q in self._peer_patterns if q is not peer]
+
+    def resolve(self, name: str) -> ServerFunction | Peer | None:
+        """The peer that registered ``name`` (the newest), else the local function."""
+        peers = self._peer_exact.get(name)
+        if peers:
+            return peers[-1]
+        for pattern, peer in reversed(self._peer_patterns):
+            if pattern.fullmatch(name):
+                return peer
+        return self.functions.get(name)
+
+    # -- running ------------------------------------------------------------------------
+
+    def start_local(
+        self, target: ServerFunction, args: list[object], kwargs: dict[str, object], state: CallState
+    ) -> asyncio.Future[object]:
+        """Starts a local function for a call: async ones as a task, sync ones in the pool."""
+        assert self.loop is not None
+        check_user(target)
+        ctx = contextvars.copy_context()
+        ctx.run(current_call.set, state)
+        if target.is_async:
+            return self.loop.create_task(target.fn(*args, **kwargs), context=ctx)  # type: ignore[arg-type]
+        return self.loop.run_in_executor(
+            self.executor, functools.partial(ctx.run, target.fn, *args, **kwargs)
+        )
+
+    async def run(
+        self, name: str, args: list[object], kwargs: dict[str, object], state: CallState
+    ) -> object:
+        """Runs ``name`` wherever it lives, for arguments that are already copies."""
+        target = self.resolve(name)
+        if target is None:
+            raise NoServerFunctionError(f"no server function named {name!r}")
+        if isinstance(target, ServerFunction):
+            return await self.start_local(target, args, kwargs, state)
+        return await target.call_peer(name, args, kwargs, state)
+
+
+def check_user(target: ServerFunction) -> None:
+    """``require_user``: a user must be logged in (and pass the predicate, if one is set)."""
+    rule = target.require_user
+    if rule is False:
+        return
+    from tether.server import current_user
+
+    user = current_user()
+    if user is None:
+        raise PermissionDenied(f"server function {target.name!r} requires a logged-in user")
+    if rule is not True and not rule(user):
+        raise PermissionDenied(f"this user may not call server function {target.name!r}")
+
+
+def nested_state(outer: CallState | None, caller: ServerCaller) -> CallState:
+    """The state of a nested call: a trusted server_module caller, the same client."""
+    client = outer.context.client if outer is not None else ClientInfo("server")
+    context = CallContext(
+        type="server_module",
+        client=client,
+        remote_caller=StackFrame("server_module", True),
+        background_task_id=outer.context.background_task_id if outer is not None else None,
+    )
+    return CallState(context, caller)
+
+
+class ServerCaller:
+    """``server.call`` / ``server.acall`` from server code: nested calls with copy semantics."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def _copy(self, values: dict[str, object]) -> dict[str, object]:
+        return copy_values(values, self.dispatcher.registry, self.dispatcher.limits)
+
+    def call(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
+        dispatcher = self.dispatcher
+        loop = dispatcher.loop
+        if loop is None:
+            raise RuntimeError("the server is not running")
+        if _in_loop_thread(loop):
+            raise RuntimeError(
+                f"server.call({name!r}) would block the event loop: use 'await server.acall(...)'"
+                " in async server functions"
+            )
+        copied = self._copy({"args": list(args), "kwargs": kwargs})
+        state = nested_state(current_call.get(), self)
+        target = dispatcher.resolve(name)
+        if target is None:
+            raise NoServerFunctionError(f"no server function named {name!r}")
+        if isinstance(target, ServerFunction) and not target.is_async:
+            check_user(target)
+            ctx = contextvars.copy_context()
+            ctx.run(current_call.set, state)
+            result = ctx.run(target.fn, *copied["args"], **copied["kwargs"])  # type: ignore[arg-type]
+        else:
+            future = asyncio.run_coroutine_threadsafe(
+                dispatcher.run(name, copied["args"], copied["kwargs"], state),  # type: ignore[arg-type]
+                loop,
+            )
+            result = future.result()
+        return self._copy({"r": result})["r"]
+
+    async def acall(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
+        copied = self._copy({"args": list(args), "kwargs": kwargs})
+        state = nested_state(current_call.get(), self)
+        result = await self.dispatcher.run(
+            name,
+            copied["args"],  # type: ignore[arg-type]
+            copied["kwargs"],  # type: ignore[arg-type]
+            state,
+        )
+        return self._copy({"r": result})["r"]
+
+
+def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+

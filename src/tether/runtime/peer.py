@@ -1,0 +1,248 @@
+"""The server's side of one WebSocket: acts on the protocol's events.
+
+Every protocol decision stays in :class:`tether.protocol.Connection`; this class decides
+what the server does about them (check the key, run a call, forward it to the peer that
+registered the function) and writes frames out in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+
+from tether.context import CallContext, CallState, ClientInfo, StackFrame
+from tether.errors import (
+    NoServerFunctionError,
+    SerializationError,
+    TetherError,
+    UplinkDisconnectedError,
+)
+from tether.functions import ServerFunction
+from tether.protocol import (
+    Call,
+    Connection,
+    Failure,
+    Frame,
+    Hello,
+    Register,
+    Rejected,
+    Response,
+    Role,
+)
+from tether.runtime.dispatcher import Dispatcher
+
+__all__ = ["Peer"]
+
+log = logging.getLogger("tether")
+
+Send = Callable[[Frame], Awaitable[None]]
+
+
+class Peer:
+    """One connected peer (a Python client, an uplink script or a browser)."""
+
+    def __init__(
+        self, dispatcher: Dispatcher, send: Send, *, client_ip: str | None, dialect: str
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.connection = Connection(
+            Role.SERVER, registry=dispatcher.registry, limits=dispatcher.limits
+        )
+        self._send = send
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.client_ip = client_ip
+        self.dialect = dialect
+        self.trusted = False
+        self.closed = False
+        self.close_reason: str | None = None
+        self._pending: dict[str, asyncio.Future[object]] = {}
+        self.context: CallContext | None = None
+
+    # -- frames -------------------------------------------------------------------------
+
+    async def receive(self, frame: Frame) -> None:
+        """Handles one frame. Raises RemoteProtocolError when the peer broke the protocol."""
+        connection = self.connection
+        connection.receive_frame(frame)
+        for event in connection.events_received():
+            if type(event) is Call:
+                self._start_call(event)
+            elif type(event) is Response:
+                self._resolve(event.id, event.value, None)
+            elif type(event) is Failure:
+                self._resolve(event.id, None, event.error)
+            elif type(event) is Hello:
+                self._hello(event)
+            elif type(event) is Register:
+                self._register(event)
+            elif type(event) is Rejected:
+                log.info("call to %r refused: %s", event.command, event.error)
+        await self.flush()
+
+    async def flush(self) -> None:
+        frames = self.connection.frames_to_send()
+        if frames:
+            async with self._lock:
+                for frame in frames:
+                    await self._send(frame)
+
+    def _schedule_flush(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+        self._wake.set()
+
+    async def _write_forever(self) -> None:
+        while not self.closed:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # the connection is going away; the reader will notice
+                log.debug("write failed", exc_info=True)
+                return
+
+    # -- handshake ----------------------------------------------------------------------
+
+    def _hello(self, hello: Hello) -> None:
+        options = self.dispatcher.options
+        key = hello.key or None
+        if options.uplink_key is not None and key is not None and _same(key, options.uplink_key):
+            self.trusted = True
+        elif key is not None and not (options.client_key and _same(key, options.client_key)):
+            self.connection.reject("Incorrect uplink key")
+            self.close_reason = "incorrect key"
+            return
+        client_type = "uplink"
+        self.context = CallContext(
+            type="uplink" if self.trusted else "client",
+            client=ClientInfo(client_type, self.client_ip),
+            remote_caller=StackFrame("uplink" if self.trusted else "client_uplink", self.trusted),
+        )
+        extra: dict[str, object] = {}
+        if self.dialect == "tether":
+            limits = self.dispatcher.limits
+            extra["limits"] = {
+                "max_frame_bytes": limits.max_frame_bytes,
+                "max_depth": limits.max_depth,
+                "max_objects": limits.max_objects,
+            }
+        info = {
+            "id": options.app_id,
+            "branch": "master",
+            "environment": {"description": "Tether", "tags": []},
+        }
+        self.connection.accept("uplink" if self.trusted else "client", info, **extra)
+
+    def _register(self, event: Register) -> None:
+        if not self.trusted:
+            self.connection.reject(
+                "Cannot register server functions from an untrusted client"
+                " (connect with the uplink key)"
+            )
+            self.close_reason = "untrusted register"
+            return
+        log.info("peer registered %r", event.name)
+        self.dispatcher.register_peer_function(event.name, self)
+
+    # -- calls from the peer ------------------------------------------------------------
+
+    def _start_call(self, call: Call) -> None:
+        assert self.context is not None
+        state = CallState(self.context, self.dispatcher.caller)
+        dispatcher = self.dispatcher
+        target = dispatcher.resolve(call.command)
+        future: asyncio.Future[object]
+        if target is None:
+            self._reply_error(call, NoServerFunctionError(f"no server function named {call.command!r}"))
+            return
+        if isinstance(target, ServerFunction):
+            future = dispatcher.start_local(target, call.args, call.kwargs, state)
+        else:
+            future = asyncio.ensure_future(target.call_peer(call.command, call.args, call.kwargs, state))
+        future.add_done_callback(lambda done: self._finish_call(call, done))
+
+    def _finish_call(self, call: Call, done: asyncio.Future[object]) -> None:
+        if self.closed:
+            return
+        if done.cancelled():
+            self._reply_error(call, UplinkDisconnectedError("the call was cancelled"))
+            return
+        error = done.exception()
+        if error is not None:
+            self._reply_error(call, error)
+            return
+        try:
+            self.connection.send_response(call.id, done.result())
+        except SerializationError as exc:
+            self._reply_error(call, exc)
+            return
+        self._schedule_flush()
+
+    def _reply_error(self, call: Call, error: BaseException) -> None:
+        if isinstance(error, TetherError) or type(error) in self.dispatcher.registry.by_class:
+            log.info("call to %r raised %s: %s", call.command, type(error).__name__, error)
+        else:
+            log.error("call to %r failed", call.command, exc_info=error)
+        trace = _trace(error) if self.dispatcher.options.dev else None
+        self.connection.send_error(call.id, error, trace=trace)
+        self._schedule_flush()
+
+    # -- calls to the peer --------------------------------------------------------------
+
+    async def call_peer(
+        self, name: str, args: list[object], kwargs: dict[str, object], state: CallState
+    ) -> object:
+        """Runs ``name`` on this peer (it registered it) and waits for the answer."""
+        if self.closed:
+            raise NoServerFunctionError(f"no server function named {name!r}")
+        context = state.context
+        caller = context.remote_caller
+        meta = {
+            "call-stack": [{"type": caller.type if caller else context.type}],
+            "client": {"type": context.client.type, "ip": context.client.ip},
+        }
+        call_id = self.connection.send_call(name, args, kwargs, meta)
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._pending[call_id] = future
+        await self.flush()
+        return await future
+
+    def _resolve(self, call_id: str, value: object, error: BaseException | None) -> None:
+        future = self._pending.pop(call_id, None)
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    # -- end ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """The transport closed: forget this peer's functions, fail what waits on it."""
+        if self.closed:
+            return
+        self.closed = True
+        self.dispatcher.unregister_peer(self)
+        self.connection.receive_close()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(UplinkDisconnectedError("the client serving this call disconnected"))
+        self._pending.clear()
+        if self._writer is not None:
+            self._wake.set()
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _trace(error: BaseException) -> list[object]:
+    frames = traceback.extract_tb(error.__traceback__)
+    return [[frame.filename, frame.lineno] for frame in reversed(frames)]
+

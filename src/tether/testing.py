@@ -1,0 +1,33 @@
+"""Helpers for users' own tests: a real server on 127.0.0.1 and a free port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+__all__ = ["serve"]
+
+
+@contextmanager
+def serve(app: str | ModuleType | Any = None, **options: Any) -> Iterator[str]:
+    """Starts a real server on a thread and yields its URL (``http://127.0.0.1:PORT``).
+
+    Args:
+        app: what to serve: a module name or path (imported first, as ``tether serve``
+            does), an imported module, a ``TetherApp`` from ``create_app``, or None for the
+            functions already registered in this process.
+        **options: ``create_app`` options (``uplink_key``, ``dev``, ``limits``...).
+
+    The server accepts connections when this yields, and is stopped on exit.
+    """
+    from tether.runtime.app import TetherApp, create_app
+    from tether.runtime.loader import load_app
+    from tether.runtime.serving import serve_in_thread
+
+    if isinstance(app, str):
+        load_app(app)
+    asgi = app if isinstance(app, TetherApp) else create_app(**options)
+    with serve_in_thread(asgi) as url:
+        yield url
