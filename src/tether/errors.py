@@ -132,7 +132,11 @@ class LocalProtocolError(ProtocolError):
 
 
 class RemoteProtocolError(ProtocolError):
-    """The peer broke the protocol: close that connection only."""
+    """The peer broke it: close that connection only."""
+
+
+class FrameTooLarge(RemoteProtocolError):
+    """The peer sent a frame over the size limit: close with 1009 (message too big)."""
 
 
 WIRE_PREFIX = "anvil.server."

@@ -146,12 +146,15 @@ def connect(url: str, key: str | None = None, **options: Any) -> None:
     With the server's uplink key the process is trusted: its ``@server.callable``
     functions, decorated before or after connecting, are registered on the server. With
     the client key or none it is an untrusted client, and registering functions raises
-    ``PermissionDenied``.
+    ``PermissionDenied``. Options are those of :class:`tether.client.AsyncClient`.
     """
     from tether.client.sync import Client
 
     disconnect()
-    _current.client = _FacadeClient(Client(url, key, register=True, **options))
+    # A process that is itself serving (a test running a server in a thread) already
+    # serves its functions: it does not offer them again unless asked to.
+    options.setdefault("register", not _current.dispatchers)
+    _current.client = _FacadeClient(Client(url, key, **options))
 
 
 def disconnect() -> None:

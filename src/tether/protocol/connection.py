@@ -27,6 +27,7 @@ from tether.codec import (
 )
 from tether.codec.media import chunks
 from tether.errors import (
+    FrameTooLarge,
     RemoteError,
     RemoteProtocolError,
     SerializationError,
@@ -242,7 +243,7 @@ class Connection:
         if self._chunk is not None:
             raise RemoteProtocolError("expected a binary media chunk after CHUNK_HEADER")
         if len(frame) > self.limits.max_frame_bytes:
-            raise RemoteProtocolError(
+            raise FrameTooLarge(
                 f"frame of {len(frame)} bytes is over the limit of {self.limits.max_frame_bytes}"
             )
         try:
@@ -424,7 +425,7 @@ class Connection:
     def _fail(self, msg_id: str, message: dict[str, object], is_call: bool, exc: SerializationError) -> None:
         if is_call:
             command = str(message.get("command"))
-            error = SerializationError(f"cannot receive arguments of {command!r}: {exc}")
+            error = type(exc)(f"cannot receive arguments of {command!r}: {exc}")
             self.send_error(msg_id, error)
             self._events.append(Rejected(msg_id, command, error))
         else:
@@ -451,7 +452,7 @@ class Connection:
         partial, media_id, last = self._chunk
         self._chunk = None
         if len(data) > self.limits.max_frame_bytes:
-            raise RemoteProtocolError("media chunk over the frame limit")
+            raise FrameTooLarge("media chunk over the frame limit")
         msg_id: str = partial.message["id"]  # type: ignore[assignment]
         partial.received += len(data)
         if not partial.failed:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 
-from tether.errors import RemoteProtocolError
+from tether.errors import FrameTooLarge, RemoteProtocolError
 from tether.protocol import Frame
 from tether.runtime.dispatcher import Dispatcher, ServerOptions
 from tether.runtime.peer import Peer
@@ -28,6 +28,7 @@ SUBPROTOCOL = "tether.v1"
 WEBSOCKET_PATHS = {"/_/ws": "tether", "/_/uplink": "uplink"}
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
 
 
 class TetherApp:
@@ -112,7 +113,8 @@ class TetherApp:
             code, reason = CLOSE_POLICY, "no key within the handshake timeout"
         except RemoteProtocolError as exc:
             log.warning("closing connection from %s: %s", peer.client_ip, exc)
-            code, reason = CLOSE_PROTOCOL_ERROR, str(exc)
+            code = CLOSE_TOO_BIG if isinstance(exc, FrameTooLarge) else CLOSE_PROTOCOL_ERROR
+            reason = str(exc)
         finally:
             peer.close()
             self.peers.discard(peer)

@@ -161,7 +161,11 @@ class Peer:
             self._reply_error(call, NoServerFunctionError(f"no server function named {call.command!r}"))
             return
         if isinstance(target, ServerFunction):
-            future = dispatcher.start_local(target, call.args, call.kwargs, state)
+            try:
+                future = dispatcher.start_local(target, call.args, call.kwargs, state)
+            except Exception as exc:  # refused before it ran (require_user)
+                self._reply_error(call, exc)
+                return
         else:
             future = asyncio.ensure_future(target.call_peer(call.command, call.args, call.kwargs, state))
         future.add_done_callback(lambda done: self._finish_call(call, done))

@@ -1,0 +1,68 @@
+"""Shared test settings: TIMEOUT only catches hangs; it never measures speed."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TIMEOUT = float(os.environ.get("TETHER_TEST_TIMEOUT", "30"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[str] | None = None) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited early: {process.communicate()}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port} after {TIMEOUT} s")
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            return process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.communicate(timeout=10)
+
+
+@pytest.fixture
+def tether_serve() -> Iterator[object]:
+    """Starts `python -m tether serve ...` subprocesses; stops them all afterwards."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int]:
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tether", "serve", *args, "--port", str(port)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        started.append(process)
+        wait_for_port(port, process)
+        return process, port
+
+    yield start
+    for process in started:
+        stop(process)
