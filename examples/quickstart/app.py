@@ -35,7 +35,12 @@ def buy(item_id: int, quantity: int = 1) -> dict[str, object]:
     if item_id not in STOCK:
         raise OutOfStock(f"item {item_id} is out of stock")
     total = server.call("price_of", STOCK[item_id])  # a nested call: copies, as if remote
-    return {"item": STOCK[item_id], "quantity": quantity, "unit": total, "at": dt.datetime.now(dt.UTC)}
+    return {
+        "item": STOCK[item_id],
+        "quantity": quantity,
+        "unit": total,
+        "at": dt.datetime.now(dt.UTC),
+    }
 
 
 @server.callable

@@ -1,7 +1,7 @@
 """Calls the quickstart server and gets portable objects back.
 
-    tether serve examples/quickstart --uplink-key dev-key     # in one terminal
-    python examples/quickstart/client.py                        # in another
+tether serve examples/quickstart --uplink-key dev-key     # in one terminal
+python examples/quickstart/client.py                        # in another
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def main() -> None:
         assert isinstance(price, Money)
         print("price of", items[0].name, "is", price)
         order = server.call("buy", 2, quantity=3)
-        print("bought:", order["quantity"], "x", order["item"], "at", order["unit"], "on", order["at"])
+        print(
+            "bought:", order["quantity"], "x", order["item"], "at", order["unit"], "on", order["at"]
+        )
         try:
             server.call("buy", 99)
         except OutOfStock as exc:

@@ -41,7 +41,9 @@ class Caller(Protocol):
 
     def call(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object: ...
 
-    async def acall(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object: ...
+    async def acall(
+        self, name: str, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> object: ...
 
 
 @dataclass(slots=True)

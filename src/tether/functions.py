@@ -49,7 +49,9 @@ class FunctionRegistry:
         try:
             re.compile(name)
         except re.error as exc:
-            raise ValueError(f"server function name {name!r} is not a valid pattern: {exc}") from None
+            raise ValueError(
+                f"server function name {name!r} is not a valid pattern: {exc}"
+            ) from None
         entry = ServerFunction(name, fn, inspect.iscoroutinefunction(fn), require_user)
         self.functions[name] = entry
         for listener in list(self.listeners):

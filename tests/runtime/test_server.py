@@ -65,7 +65,9 @@ VALUES = {
     "nested": {"a": [{"b": [1, {"c": "d"}]}]},
     "date": dt.date(2024, 2, 29),
     "utc datetime": dt.datetime(2024, 1, 2, 3, 4, 5, 678, tzinfo=dt.UTC),
-    "offset datetime": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))),
+    "offset datetime": dt.datetime(
+        2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))
+    ),
     "empty bytes": b"",
     "64 KiB bytes": bytes(range(256)) * 256,
     "1 MiB bytes": b"\xff" * (1 << 20),
@@ -85,7 +87,11 @@ async def test_nan_tuple_media_and_naive_datetime(url: str) -> None:
         media = BlobMedia("text/plain", b"x" * 70_000, name="a.txt")
         back = await client.call("echo", media)
         assert isinstance(back, BlobMedia)
-        assert (back.content_type, back.name, back.get_bytes()) == ("text/plain", "a.txt", media.get_bytes())
+        assert (back.content_type, back.name, back.get_bytes()) == (
+            "text/plain",
+            "a.txt",
+            media.get_bytes(),
+        )
         naive = dt.datetime(2024, 5, 1, 10, 0)
         back_dt = await client.call("echo", naive)
         assert isinstance(back_dt, dt.datetime)
@@ -227,7 +233,16 @@ async def raw_session(url: str, *frames: str | bytes, origin: str | None = None)
 
 
 def call_frame(args: list[object], objects: list[object], command: str = "echo") -> str:
-    return orjson.dumps({"type": "CALL", "id": "c1", "command": command, "args": args, "kwargs": {}, "objects": objects}).decode()
+    return orjson.dumps(
+        {
+            "type": "CALL",
+            "id": "c1",
+            "command": command,
+            "args": args,
+            "kwargs": {},
+            "objects": objects,
+        }
+    ).decode()
 
 
 async def test_unknown_type_name_is_refused_and_nothing_is_imported(url: str) -> None:
@@ -270,9 +285,18 @@ async def test_limits_fail_the_call_with_a_clear_error() -> None:
         async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
             with pytest.raises(server.SerializationError, match="frame limit of 4096"):
                 await client.call("echo", "x" * 5000)  # the client adopted the server's limit
-            received = await raw_session(url, call_frame([[None] * 60], [{"path": ["args", 0, i], "type": ["Long"], "value": "1"} for i in range(60)]))
+            received = await raw_session(
+                url,
+                call_frame(
+                    [[None] * 60],
+                    [{"path": ["args", 0, i], "type": ["Long"], "value": "1"} for i in range(60)],
+                ),
+            )
             assert "over the limit of 50" in received[1]["error"]["message"]  # type: ignore[index]
-            received = await raw_session(url, call_frame([None], [{"path": ["args", 0], "type": ["Long"], "value": "9" * 60}]))
+            received = await raw_session(
+                url,
+                call_frame([None], [{"path": ["args", 0], "type": ["Long"], "value": "9" * 60}]),
+            )
             assert "max_int_digits" in received[1]["error"]["message"]  # type: ignore[index]
             deep: object = "bottom"
             for _ in range(30):

@@ -131,12 +131,20 @@ class AsyncClient:
                     ping_interval=20,
                     ping_timeout=20,
                 )
+                self.connection.compact = self._ws.subprotocol == SUBPROTOCOL
                 self.connection.send_hello(self.key)
                 await self._flush()
                 await self._authenticate()
-        except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed) as exc:
+        except (
+            OSError,
+            TimeoutError,
+            websockets.InvalidHandshake,
+            websockets.ConnectionClosed,
+        ) as exc:
             await self._abort()
-            raise AppOfflineError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from exc
+            raise AppOfflineError(
+                f"cannot connect to {self.url}: {exc or type(exc).__name__}"
+            ) from exc
         except BaseException:
             await self._abort()
             raise
@@ -256,7 +264,9 @@ class AsyncClient:
     ) -> None:
         """Loop thread: sends the CALL; ``future`` gets the result or the error."""
         if not self.connected:
-            future.set_exception(AppOfflineError(f"not connected to the server ({self._closed_reason})"))
+            future.set_exception(
+                AppOfflineError(f"not connected to the server ({self._closed_reason})")
+            )
             return
         try:
             call_id = self.connection.send_call(name, args, kwargs)
@@ -366,7 +376,11 @@ class AsyncClient:
             except SerializationError as exc:
                 error = exc
         if error is not None:
-            log.info("function %r raised %s", call.command, "".join(traceback.format_exception_only(error)).strip())
+            log.info(
+                "function %r raised %s",
+                call.command,
+                "".join(traceback.format_exception_only(error)).strip(),
+            )
             self.connection.send_error(call.id, error)
         self._wake.set()
 
@@ -376,7 +390,9 @@ def _context_of(meta: dict[str, object]) -> CallContext:
     stack = meta.get("call-stack")
     client_type = client.get("type") if type(client) is dict else None
     ip = client.get("ip") if type(client) is dict else None
-    caller = stack[0].get("type") if type(stack) is list and stack and type(stack[0]) is dict else None
+    caller = (
+        stack[0].get("type") if type(stack) is list and stack and type(stack[0]) is dict else None
+    )
     trusted = caller in ("server_module", "uplink", "background_task")
     return CallContext(
         type="uplink",

@@ -31,7 +31,9 @@ class Client:
 
     def __init__(self, url: str, key: str | None = None, **options: Any) -> None:
         self._loop = _new_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="tether-client", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tether-client", daemon=True
+        )
         self._thread.start()
         self.aio = AsyncClient(url, key, **options)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 from tether.codec.limits import Limits
 from tether.codec.media import Media
@@ -76,12 +77,9 @@ def decode_values(
         return global_data
     if type(objects) is not list:
         raise SerializationError("'objects' must be a list")
-    if len(objects) > limits.max_objects:
-        raise SerializationError(
-            f"message has {len(objects)} objects, over the limit of {limits.max_objects}"
-            " (limit max_objects)"
-        )
     max_depth = limits.max_depth
+    max_objects = limits.max_objects
+    count = 0
     by_name = registry.by_name
     gd: GlobalData = DISABLED
     in_global = True
@@ -104,28 +102,36 @@ def decode_values(
                 gd = global_data = _global_data(message.get("vt_global"))
             if root not in value_keys:
                 raise SerializationError(f"objects entry outside the values: {format_path(path)}")
-        # Walk to the parent of the target.
         node: object = message
+        items = entry.get("items")
+        if items is not None:
+            # A run: the portable objects at path + [i] for each i (Tether's compact form).
+            for key in path:
+                node = _step(node, key, path)
+            if type(node) is not list or type(items) is not list or not items:
+                raise SerializationError(f"bad run of objects at {format_path(path)}")
+            count += len(items)
+            if count > max_objects:
+                _too_many(count, max_objects)
+            _build_run(node, items, _portable(by_name, entry, path), gd, path)
+            continue
+        count += 1
+        if count > max_objects:
+            _too_many(count, max_objects)
         for key in path[:-1]:
             node = _step(node, key, path)
         key = path[-1]
         current = _step(node, key, path)
         kind = next((k for k in kinds if k in _KNOWN or (extra and k in extra)), None)
+        value: object
         if kind == "ValueType":
-            name = entry.get("typeName")
-            portable = by_name.get(name) if type(name) is str else None
-            if portable is None:
-                raise InsecureJelly(
-                    f"no portable class named {name!r} is registered here"
-                    f" (at {format_path(path)})"
-                )
-            value = _build(portable, current, gd, path)
+            value = _build(_portable(by_name, entry, path), current, gd, path)
         elif kind == "Long":
             value = _long(entry.get("value"), limits, path)
         elif kind == "Float":
             text = entry.get("value")
             if type(text) is not str or text not in _FLOATS:
-                raise SerializationError(f"bad Float value {text!r} at {format_path(path)}")
+                raise SerializationError(f"bad Float value {_short(text)} at {format_path(path)}")
             value = _FLOATS[text]
         elif kind == "DateTime":
             value = _parse(dt.datetime.fromisoformat, entry.get("value"), "DateTime", path)
@@ -134,22 +140,60 @@ def decode_values(
         elif kind == "DataMedia":
             value = _media(entry, media, path)
         elif kind == "ClassType":
-            name = entry.get("typeName")
-            portable = by_name.get(name) if type(name) is str else None
-            if portable is None:
-                raise InsecureJelly(
-                    f"no portable class named {name!r} is registered here"
-                    f" (at {format_path(path)})"
-                )
-            value = portable.cls
+            value = _portable(by_name, entry, path).cls
         elif kind is not None and extra is not None and kind in extra:
             value = extra[kind](entry, format_path(path))
         else:
-            raise SerializationError(f"unknown object type {kinds!r} at {format_path(path)}")
-        node[key] = value  # type: ignore[index]
+            raise SerializationError(f"unknown object type {_short(kinds)} at {format_path(path)}")
+        if type(node) is dict:
+            node[key] = value
+        elif type(node) is list:
+            node[key] = value
     if in_global:
         global_data = _global_data(message.get("vt_global"))
     return global_data
+
+
+def _too_many(count: int, limit: int) -> None:
+    raise SerializationError(
+        f"message has {count} or more objects, over the limit of {limit} (limit max_objects)"
+    )
+
+
+def _portable(
+    by_name: dict[str, PortableClass], entry: dict[str, object], path: list[object]
+) -> PortableClass:
+    name = entry.get("typeName")
+    portable = by_name.get(name) if type(name) is str else None
+    if portable is None:
+        raise InsecureJelly(
+            f"no portable class named {_short(name)} is registered here (at {format_path(path)})"
+        )
+    return portable
+
+
+def _build_run(
+    node: list[object],
+    items: list[object],
+    portable: PortableClass,
+    gd: GlobalData,
+    path: list[object],
+) -> None:
+    size = len(node)
+    default = not (portable.new_deserialized or portable.deserialize or portable.is_exception)
+    cls: Any = portable.cls
+    for i in items:
+        if type(i) is not int or not 0 <= i < size:
+            raise SerializationError(
+                f"bad index {_short(i)} in the run of objects at {format_path(path)}"
+            )
+        data = node[i]
+        if default and type(data) is dict:
+            obj = cls.__new__(cls)
+            obj.__dict__.update(data)
+            node[i] = obj
+        else:
+            node[i] = _build(portable, data, gd, [*path, i])
 
 
 def _step(node: object, key: object, path: list[object]) -> object:
@@ -180,10 +224,11 @@ def _global_data(value: object) -> GlobalData:
 
 
 def _build(portable: PortableClass, data: object, gd: GlobalData, path: list[object]) -> object:
-    cls = portable.cls
+    cls: Any = portable.cls
     try:
         if portable.new_deserialized:
-            return cls.__new_deserialized__(data, gd)  # type: ignore[attr-defined]
+            built: object = getattr(cls, "__new_deserialized__")(data, gd)  # noqa: B009
+            return built
         obj = cls.__new__(cls)
         if portable.deserialize:
             obj.__deserialize__(data, gd)
@@ -196,15 +241,18 @@ def _build(portable: PortableClass, data: object, gd: GlobalData, path: list[obj
                 obj.__dict__.update(attrs)
         else:
             if type(data) is not dict:
-                raise SerializationError(f"expected a dict of attributes, got {type(data).__name__}")
+                raise SerializationError(
+                    f"expected a dict of attributes, got {type(data).__name__}"
+                )
             obj.__dict__.update(data)
         return obj
     except SerializationError as exc:
-        raise SerializationError(f"cannot build {portable.name!r} at {format_path(path)}: {exc}") from exc
+        raise SerializationError(
+            f"cannot build {portable.name!r} at {format_path(path)}: {exc}"
+        ) from exc
     except Exception as exc:
         raise SerializationError(
-            f"cannot build {portable.name!r} at {format_path(path)}:"
-            f" {type(exc).__name__}: {exc}"
+            f"cannot build {portable.name!r} at {format_path(path)}: {type(exc).__name__}: {exc}"
         ) from exc
 
 
@@ -231,7 +279,9 @@ def _parse(parse: Callable[[str], object], text: object, kind: str, path: list[o
         raise SerializationError(f"bad {kind} value {text!r} at {format_path(path)}") from None
 
 
-def _media(entry: dict[str, object], media: Mapping[str, Media] | None, path: list[object]) -> object:
+def _media(
+    entry: dict[str, object], media: Mapping[str, Media] | None, path: list[object]
+) -> object:
     media_id = entry.get("id")
     found = media.get(media_id) if media is not None and type(media_id) is str else None
     if found is None:

@@ -3,7 +3,11 @@
 A value JSON cannot carry is ``None`` in place and described by an entry of ``objects``:
 ``{"path": [...], "type": [...], ...}``. Entries are written inner before outer, and the
 entries of ``vt_global`` come first. Plain containers whose contents need no change are
-reused, not copied: the tree is handed to the JSON encoder at once.
+reused, not copied: the tree goes to the JSON encoder at once.
+
+With ``compact=True`` (Tether's own ``tether.v1`` peers), consecutive portable objects of
+one class in one list share one entry: ``{"path": <the list>, "type": ["ValueType"],
+"typeName": ..., "items": [indices]}``. Anvil's uplink peers never receive that form.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ import datetime as dt
 from collections.abc import Callable
 
 from tether.codec.limits import Limits
-from tether.codec.media import Media
+from tether.codec.media import BlobMedia, Media
 from tether.codec.paths import format_path
-from tether.codec.registry import DisabledGlobalData, GlobalData, PortableRegistry
+from tether.codec.registry import DisabledGlobalData, GlobalData, PortableClass, PortableRegistry
 from tether.errors import SerializationError
 
 __all__ = ["EncodedValues", "Encoder", "encode_values", "format_datetime"]
@@ -52,10 +56,59 @@ def format_datetime(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f%z")
 
 
+def _plain(v: object) -> bool:
+    """True for values JSON carries as they are (no entry, no copy)."""
+    t = type(v)
+    if t is str or v is None or t is bool:
+        return True
+    if type(v) is int:
+        return -INT_LIMIT <= v <= INT_LIMIT
+    if type(v) is float:
+        return -INF < v < INF
+    return False
+
+
+def _flat(data: dict[str, object]) -> bool:
+    """True if every key is a str and every value plain, or a list or tuple of plain values.
+
+    JSON carries such a dict as it is; this is the fast path for the attributes of
+    default portable objects.
+    """
+    for key, v in data.items():
+        if type(key) is not str:
+            return False
+        t = type(v)
+        if t is str or v is None or t is bool:
+            continue
+        if type(v) is int:
+            if -INT_LIMIT <= v <= INT_LIMIT:
+                continue
+            return False
+        if type(v) is float:
+            if -INF < v < INF:
+                continue
+            return False
+        if type(v) is list or type(v) is tuple:
+            for e in v:
+                te = type(e)
+                if te is str or e is None or te is bool:
+                    continue
+                if type(e) is int and -INT_LIMIT <= e <= INT_LIMIT:
+                    continue
+                if type(e) is float and -INF < e < INF:
+                    continue
+                return False
+            continue
+        return False
+    return True
+
+
 class Encoder:
     """Walks one message's values. Not reusable: make one per message."""
 
     __slots__ = (
+        "by_class",
+        "compact",
         "extra",
         "global_data",
         "in_global",
@@ -74,11 +127,14 @@ class Encoder:
         registry: PortableRegistry,
         limits: Limits,
         extra: ExtraEncoder | None = None,
+        compact: bool = False,
     ) -> None:
         self.registry = registry
+        self.by_class = registry.by_class
         self.limits = limits
         self.max_depth = limits.max_depth
         self.extra = extra
+        self.compact = compact
         self.objects: list[dict[str, object]] = []
         self.media: list[tuple[str, Media]] = []
         self.path: list[object] = []
@@ -91,18 +147,16 @@ class Encoder:
 
     def value(self, v: object, depth: int) -> object:
         """Encodes one value found at ``self.path``."""
-        t = type(v)
-        if t is str or v is None or t is bool:
+        if _plain(v):
             return v
-        if t is int:
-            return v if -INT_LIMIT <= v <= INT_LIMIT else self._long(v)  # type: ignore[operator]
-        if t is float:
-            return v if -INF < v < INF else self._float(v)  # type: ignore[operator]
-        if t is list or t is tuple:
-            return self.sequence(v, depth)  # type: ignore[arg-type]
-        if t is dict:
-            return self.mapping(v, depth)  # type: ignore[arg-type]
-        return self.special(v, depth)
+        if type(v) is list or type(v) is tuple:
+            return self.sequence(v, depth)
+        if type(v) is dict:
+            return self.mapping(v, depth)
+        portable = self.by_class.get(type(v))
+        if portable is not None:
+            return self.portable(v, portable, depth)
+        return self.special(v)
 
     def sequence(self, seq: list[object] | tuple[object, ...], depth: int) -> list[object]:
         if depth >= self.max_depth:
@@ -110,38 +164,102 @@ class Encoder:
         stack = self.stack
         stack.append(id(seq))
         path = self.path
+        objects = self.objects
+        by_class = self.by_class
+        compact = self.compact
         out: list[object] | None = None
-        value = self.value
+        run: list[object] | None = None
+        run_class: PortableClass | None = None
+        run_at = -1
         depth += 1
         for i, item in enumerate(seq):
             t = type(item)
-            if t is str or item is None or t is bool or (
-                t is int and -INT_LIMIT <= item <= INT_LIMIT  # type: ignore[operator]
+            if (
+                t is str
+                or item is None
+                or t is bool
+                or (type(item) is int and -INT_LIMIT <= item <= INT_LIMIT)
+                or (type(item) is float and -INF < item < INF)
             ):
                 if out is not None:
                     out.append(item)
                 continue
+            portable = by_class.get(t)
+            if (
+                compact
+                and portable is not None
+                and not portable.serialize
+                and not portable.is_exception
+                and depth + 2 < self.max_depth
+            ):
+                # Fast path: a default portable object whose attributes are plain values
+                # or flat lists of them goes out as its own __dict__, in a run.
+                data = getattr(item, "__dict__", None)
+                if type(data) is dict and _flat(data):
+                    before = len(objects)
+                    if run is not None and run_class is portable and run_at == before - 1:
+                        run.append(i)
+                    else:
+                        run = [i]
+                        run_class = portable
+                        run_at = before
+                        objects.append(
+                            {
+                                "path": path.copy(),
+                                "type": ["ValueType"],
+                                "typeName": portable.name,
+                                "items": run,
+                            }
+                        )
+                    if out is None:
+                        out = list(seq[:i])
+                    out.append(data)
+                    continue
             path.append(i)
-            new = value(item, depth)
+            if portable is None:
+                new = self.value(item, depth)
+            elif compact:
+                before = len(objects)
+                new = self.portable_data(item, portable, depth)
+                if len(objects) != before:
+                    objects.append(
+                        {"path": list(path), "type": ["ValueType"], "typeName": portable.name}
+                    )
+                elif run is not None and run_class is portable and run_at == before - 1:
+                    run.append(i)
+                else:
+                    run = [i]
+                    run_class = portable
+                    run_at = before
+                    objects.append(
+                        {
+                            "path": path[:-1],
+                            "type": ["ValueType"],
+                            "typeName": portable.name,
+                            "items": run,
+                        }
+                    )
+            else:
+                new = self.portable(item, portable, depth)
             path.pop()
             if out is None:
-                if new is item and t is not tuple:
+                if new is item and type(seq) is list:
                     continue
                 out = list(seq[:i])
             out.append(new)
         stack.pop()
         if out is None:
-            return seq if type(seq) is list else list(seq)  # type: ignore[return-value]
+            return seq if type(seq) is list else list(seq)
         return out
 
-    def mapping(self, mapping: dict[object, object], depth: int) -> dict[str, object]:
+    def mapping(self, mapping: dict[str, object], depth: int) -> dict[str, object]:
+        """Encodes a dict; its keys are checked to be strings (the annotation is the goal)."""
         if depth >= self.max_depth:
             self._too_deep(mapping)
         stack = self.stack
         stack.append(id(mapping))
         path = self.path
         out: dict[str, object] | None = None
-        value = self.value
         depth += 1
         for key, item in mapping.items():
             if type(key) is not str:
@@ -150,14 +268,18 @@ class Encoder:
                     f" at {format_path(path)}"
                 )
             t = type(item)
-            if t is str or item is None or t is bool or (
-                t is int and -INT_LIMIT <= item <= INT_LIMIT  # type: ignore[operator]
+            if (
+                t is str
+                or item is None
+                or t is bool
+                or (type(item) is int and -INT_LIMIT <= item <= INT_LIMIT)
+                or (type(item) is float and -INF < item < INF)
             ):
                 if out is not None:
                     out[key] = item
                 continue
             path.append(key)
-            new = value(item, depth)
+            new = self.value(item, depth)
             path.pop()
             if out is None:
                 if new is item:
@@ -166,65 +288,73 @@ class Encoder:
                 for k, old in mapping.items():
                     if k is key:
                         break
-                    out[k] = old  # type: ignore[index]
+                    out[k] = old
             out[key] = new
         stack.pop()
-        return mapping if out is None else out  # type: ignore[return-value]
+        return mapping if out is None else out
 
-    def special(self, v: object, depth: int) -> object:
-        t = type(v)
-        portable = self.registry.by_class.get(t)
-        if portable is not None:
-            if depth >= self.max_depth:
-                self._too_deep(v)
-            self.stack.append(id(v))
-            gd = DISABLED if self.in_global else self.global_data
-            if portable.serialize:
-                data = v.__serialize__(gd)  # type: ignore[attr-defined]
-            elif portable.is_exception:
-                data = {"args": list(v.args), "attrs": v.__dict__}  # type: ignore[attr-defined]
-            else:
-                try:
-                    data = v.__dict__
-                except AttributeError:
-                    raise SerializationError(
-                        f"cannot serialize {t.__name__} object at {format_path(self.path)}:"
-                        " it has no __dict__; define __serialize__ and __deserialize__"
-                    ) from None
-            tree = self.value(data, depth + 1)
-            self.stack.pop()
-            self.objects.append(
-                {"path": list(self.path), "type": ["ValueType"], "typeName": portable.name}
-            )
-            return tree
+    def portable(self, v: object, portable: PortableClass, depth: int) -> object:
+        tree = self.portable_data(v, portable, depth)
+        self.objects.append(
+            {"path": list(self.path), "type": ["ValueType"], "typeName": portable.name}
+        )
+        return tree
+
+    def portable_data(self, v: object, portable: PortableClass, depth: int) -> object:
+        """The encoded data of a portable object (its entry is the caller's to write)."""
+        if depth >= self.max_depth:
+            self._too_deep(v)
+        self.stack.append(id(v))
+        gd: GlobalData = DISABLED if self.in_global else self.global_data
+        data: object
+        if portable.serialize:
+            data = getattr(v, "__serialize__")(gd)  # noqa: B009 - a dunder by name
+        elif portable.is_exception:
+            assert isinstance(v, BaseException)
+            data = {"args": list(v.args), "attrs": v.__dict__}
+        else:
+            try:
+                data = v.__dict__
+            except AttributeError:
+                raise SerializationError(
+                    f"cannot serialize {type(v).__name__} object at {format_path(self.path)}:"
+                    " it has no __dict__; define __serialize__ and __deserialize__"
+                ) from None
+        tree = self.value(data, depth + 1)
+        self.stack.pop()
+        return tree
+
+    def special(self, v: object) -> object:
         if self.extra is not None:
             fields = self.extra(v, self)
             if fields is not None:
                 fields["path"] = list(self.path)
                 self.objects.append(fields)
                 return None
-        if t is dt.datetime:
-            return self._entry("DateTime", format_datetime(v))  # type: ignore[arg-type]
-        if t is dt.date:
-            return self._entry("Date", v.isoformat())  # type: ignore[attr-defined]
-        if t is bytes or t is bytearray:
-            return self._media(v, raw=True)
-        if isinstance(v, Media):
-            return self._media(v, raw=False)
-        if isinstance(v, type) and v in self.registry.by_class:
-            name = self.registry.by_class[v].name
-            self.objects.append({"path": list(self.path), "type": ["ClassType"], "typeName": name})
-            return None
-        if isinstance(v, dt.datetime):  # subclasses, after the exact-type fast paths
-            return self._entry("DateTime", format_datetime(v))
-        if isinstance(v, dt.date):
-            return self._entry("Date", v.isoformat())
-        hint = (
-            "register the class with @server.portable_class"
-            if not isinstance(v, type)
-            else "register the class with @server.portable_class to send it as a ClassType"
-        )
-        raise SerializationError(f"cannot serialize {t!r} object at {format_path(self.path)}: {hint}")
+        if type(v) is int:
+            self._long(v)
+        elif type(v) is float:
+            self._entry("Float", "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
+        elif isinstance(v, dt.datetime):
+            self._entry("DateTime", format_datetime(v))
+        elif isinstance(v, dt.date):
+            self._entry("Date", v.isoformat())
+        elif isinstance(v, bytes | bytearray):
+            self._media(BlobMedia("application/octet-stream", bytes(v)), raw=True)
+        elif isinstance(v, Media):
+            self._media(v, raw=False)
+        elif isinstance(v, type) and v in self.by_class:
+            self.objects.append(
+                {"path": list(self.path), "type": ["ClassType"], "typeName": self.by_class[v].name}
+            )
+        else:
+            hint = "register the class with @server.portable_class"
+            if isinstance(v, type):
+                hint += " to send it as a ClassType"
+            raise SerializationError(
+                f"cannot serialize {type(v)!r} object at {format_path(self.path)}: {hint}"
+            )
+        return None
 
     # -- leaves -------------------------------------------------------------------------
 
@@ -233,24 +363,16 @@ class Encoder:
 
     def _long(self, v: int) -> None:
         text = str(v)
-        if len(text.lstrip("-")) > self.limits.max_int_digits:
+        digits = len(text) - (v < 0)
+        if digits > self.limits.max_int_digits:
             raise SerializationError(
-                f"integer with {len(text.lstrip('-'))} digits at {format_path(self.path)}"
-                f" is over the limit of {self.limits.max_int_digits} digits"
+                f"integer with {digits} digits at {format_path(self.path)}"
+                f" is over the limit of {self.limits.max_int_digits} digits (limit max_int_digits)"
             )
         self._entry("Long", text)
 
-    def _float(self, v: float) -> None:
-        self._entry("Float", "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))
-
-    def _media(self, v: object, raw: bool) -> None:
+    def _media(self, media: Media, raw: bool) -> None:
         media_id = str(len(self.media))
-        if raw:
-            from tether.codec.media import BlobMedia
-
-            media: Media = BlobMedia("application/octet-stream", bytes(v))  # type: ignore[call-overload]
-        else:
-            media = v  # type: ignore[assignment]
         self.media.append((media_id, media))
         entry: dict[str, object] = {
             "path": list(self.path),
@@ -266,14 +388,12 @@ class Encoder:
     def _too_deep(self, v: object) -> None:
         if id(v) in self.stack:
             raise SerializationError(
-                f"circular reference at {format_path(self._cycle_path(v))}:"
-                " a value contains itself"
+                f"circular reference at {format_path(self._cycle_path(v))}: a value contains itself"
             )
         raise SerializationError(
             f"nesting deeper than {self.max_depth} levels at {format_path(self.path[:8])}..."
             " (limit max_depth)"
         )
-
 
     def _cycle_path(self, v: object) -> list[object]:
         """The shortest prefix of the path that reaches ``v`` again (best effort)."""
@@ -283,9 +403,11 @@ class Encoder:
         for i, key in enumerate(path[1:], start=1):
             if not isinstance(node, list | tuple | dict):
                 node = getattr(node, "__dict__", None)
-            try:
-                node = node[key]  # type: ignore[index]
-            except (KeyError, IndexError, TypeError):
+            if isinstance(node, dict) and key in node:
+                node = node[key]
+            elif isinstance(node, list | tuple) and isinstance(key, int) and key < len(node):
+                node = node[key]
+            else:
                 return path
             if id(node) == id(v):
                 if id(v) in seen:
@@ -302,6 +424,8 @@ def encode_values(
     registry: PortableRegistry,
     limits: Limits,
     extra: ExtraEncoder | None = None,
+    *,
+    compact: bool = False,
 ) -> EncodedValues:
     """Encodes each value of ``values`` (e.g. ``{"args": [...], "kwargs": {...}}``).
 
@@ -312,7 +436,7 @@ def encode_values(
     Raises:
         SerializationError: a value cannot be sent; the message names its path.
     """
-    enc = Encoder(registry, limits, extra)
+    enc = Encoder(registry, limits, extra, compact)
     out: dict[str, object] = {}
     for key, v in values.items():
         enc.path.append(key)
@@ -329,9 +453,15 @@ def encode_values(
         vt_global = enc.value(dict(enc.global_data), 0)
         enc.path.pop()
         objects = enc.objects + body
-    if len(objects) > limits.max_objects:
+    count = len(objects)
+    if compact:
+        for entry in objects:
+            items = entry.get("items")
+            if type(items) is list:
+                count += len(items) - 1
+    if count > limits.max_objects:
         raise SerializationError(
-            f"message has {len(objects)} objects, over the limit of {limits.max_objects}"
+            f"message has {count} objects, over the limit of {limits.max_objects}"
             " (limit max_objects)"
         )
     return EncodedValues(out, objects, vt_global, enc.media)

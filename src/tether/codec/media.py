@@ -26,7 +26,9 @@ class Media:
         return len(self.get_bytes())
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.content_type!r} name={self.name!r} {self.length} bytes>"
+        return (
+            f"<{type(self).__name__} {self.content_type!r} name={self.name!r} {self.length} bytes>"
+        )
 
 
 class BlobMedia(Media):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["GlobalData", "PortableClass", "PortableRegistry", "portable_registry"]
 
@@ -20,7 +20,7 @@ class PortableClass:
     """How one registered class crosses the wire."""
 
     name: str
-    cls: type
+    cls: type[Any]
     serialize: bool  # defines __serialize__(global_data)
     deserialize: bool  # defines __deserialize__(data, global_data)
     new_deserialized: bool  # defines static __new_deserialized__(data, global_data)
@@ -129,9 +129,7 @@ class DisabledGlobalData(GlobalData):
         return False
 
     def _refuse(self) -> RuntimeError:
-        return RuntimeError(
-            "global_data is not available to objects stored inside global_data"
-        )
+        return RuntimeError("global_data is not available to objects stored inside global_data")
 
     def __getitem__(self, key: str) -> object:
         raise self._refuse()

@@ -88,6 +88,8 @@ class Connection:
         role: which side this is.
         registry: the portable classes that may be built from the wire.
         limits: bounds on every message, both ways.
+        compact: write runs of portable objects as one ``objects`` entry (only for peers
+            that speak ``tether.v1``; every peer's runs are read either way).
     """
 
     def __init__(
@@ -96,8 +98,10 @@ class Connection:
         *,
         registry: PortableRegistry = portable_registry,
         limits: Limits | None = None,
+        compact: bool = False,
     ) -> None:
         self.role = role
+        self.compact = compact
         self.registry = registry
         self.limits = limits or Limits()
         self.state = State.NEW
@@ -305,7 +309,9 @@ class Connection:
 
     def _expect(self, role: Role, state: State) -> None:
         if self.role is not role or self.state is not state:
-            raise RemoteProtocolError(f"not allowed for a {self.role.value} in state {self.state.value}")
+            raise RemoteProtocolError(
+                f"not allowed for a {self.role.value} in state {self.state.value}"
+            )
 
     def _require_open(self, what: str) -> None:
         if self.state is not State.OPEN:
@@ -314,8 +320,10 @@ class Connection:
     def _send(self, message: dict[str, object]) -> None:
         self._out.append(orjson.dumps(message).decode())
 
-    def _send_values(self, header: dict[str, object], values: dict[str, object], request_id: str) -> None:
-        encoded = encode_values(values, self.registry, self.limits)
+    def _send_values(
+        self, header: dict[str, object], values: dict[str, object], request_id: str
+    ) -> None:
+        encoded = encode_values(values, self.registry, self.limits, compact=self.compact)
         header.update(encoded.values)
         header["objects"] = encoded.objects
         if encoded.vt_global is not None:
@@ -415,14 +423,18 @@ class Connection:
         try:
             if "error" in message:
                 decode_values(message, ("error",), self.registry, self.limits, media)
-                self._events.append(Failure(msg_id, self._error_from_wire(message["error"]), message))
+                self._events.append(
+                    Failure(msg_id, self._error_from_wire(message["error"]), message)
+                )
             else:
                 decode_values(message, ("response",), self.registry, self.limits, media)
                 self._events.append(Response(msg_id, message["response"], message))
         except SerializationError as exc:
             self._events.append(Failure(msg_id, exc, message))
 
-    def _fail(self, msg_id: str, message: dict[str, object], is_call: bool, exc: SerializationError) -> None:
+    def _fail(
+        self, msg_id: str, message: dict[str, object], is_call: bool, exc: SerializationError
+    ) -> None:
         if is_call:
             command = str(message.get("command"))
             error = type(exc)(f"cannot receive arguments of {command!r}: {exc}")
@@ -438,9 +450,13 @@ class Connection:
         index = message.get("chunkIndex")
         partial = self._incoming.get(request_id) if type(request_id) is str else None
         if partial is None:
-            raise RemoteProtocolError(f"media chunk for unknown request {str(request_id)[:MAX_ID_LENGTH]!r}")
+            raise RemoteProtocolError(
+                f"media chunk for unknown request {str(request_id)[:MAX_ID_LENGTH]!r}"
+            )
         if type(media_id) is not str or media_id not in partial.next_index:
-            raise RemoteProtocolError(f"media chunk for unknown media {str(media_id)[:MAX_ID_LENGTH]!r}")
+            raise RemoteProtocolError(
+                f"media chunk for unknown media {str(media_id)[:MAX_ID_LENGTH]!r}"
+            )
         if type(index) is not int or index != partial.next_index[media_id]:
             raise RemoteProtocolError(f"media chunk {index!r} out of order")
         partial.next_index[media_id] = index + 1

@@ -75,9 +75,13 @@ class TetherApp:
             return True
         parts = urlsplit(text)
         host = headers.get(b"host", b"").decode("latin-1")
-        return parts.scheme in ("http", "https", "ws", "wss") and parts.netloc == host and bool(host)
+        return (
+            parts.scheme in ("http", "https", "ws", "wss") and parts.netloc == host and bool(host)
+        )
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: SendMessage, dialect: str) -> None:
+    async def _websocket(
+        self, scope: Scope, receive: Receive, send: SendMessage, dialect: str
+    ) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
@@ -86,9 +90,8 @@ class TetherApp:
             await send({"type": "websocket.close", "code": CLOSE_POLICY})  # -> HTTP 403
             return
         offered = scope.get("subprotocols") or ()
-        await send(
-            {"type": "websocket.accept", "subprotocol": SUBPROTOCOL if SUBPROTOCOL in offered else None}
-        )
+        subprotocol = SUBPROTOCOL if dialect == "tether" and SUBPROTOCOL in offered else None
+        await send({"type": "websocket.accept", "subprotocol": subprotocol})
 
         async def send_frame(frame: Frame) -> None:
             if type(frame) is str:
@@ -97,7 +100,13 @@ class TetherApp:
                 await send({"type": "websocket.send", "bytes": frame})
 
         client = scope.get("client")
-        peer = Peer(self.dispatcher, send_frame, client_ip=client[0] if client else None, dialect=dialect)
+        peer = Peer(
+            self.dispatcher,
+            send_frame,
+            client_ip=client[0] if client else None,
+            dialect=dialect,
+            subprotocol=subprotocol,
+        )
         self.peers.add(peer)
         code, reason = 1000, ""
         try:

@@ -27,8 +27,12 @@ def main() -> None:
 @click.option("--uplink-key", envvar="TETHER_UPLINK_KEY", help="Key that makes a client trusted.")
 @click.option("--client-key", envvar="TETHER_CLIENT_KEY", help="Key for untrusted clients.")
 @click.option("--dev", is_flag=True, help="Send tracebacks with errors (never in production).")
-@click.option("--allow-origin", multiple=True, help="Extra browser origin allowed on the WebSocket.")
-@click.option("--threads", default=32, show_default=True, type=int, help="Threads for sync functions.")
+@click.option(
+    "--allow-origin", multiple=True, help="Extra browser origin allowed on the WebSocket."
+)
+@click.option(
+    "--threads", default=32, show_default=True, type=int, help="Threads for sync functions."
+)
 @click.option("--max-frame-bytes", default=_DEFAULT.max_frame_bytes, show_default=True, type=int)
 @click.option("--max-depth", default=_DEFAULT.max_depth, show_default=True, type=int)
 @click.option("--max-objects", default=_DEFAULT.max_objects, show_default=True, type=int)

@@ -12,10 +12,10 @@ import contextvars
 import functools
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tether._pool import CallPool, Done
 from tether.codec import Limits, PortableRegistry, copy_values, portable_registry
 from tether.context import CallContext, CallState, ClientInfo, StackFrame, current_call
 from tether.errors import NoServerFunctionError, PermissionDenied
@@ -70,7 +70,7 @@ class Dispatcher:
         self.registry = registry
         self.limits = options.limits
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._pool: CallPool | None = None
         self._peer_exact: dict[str, list[Peer]] = {}
         self._peer_patterns: list[tuple[re.Pattern[str], Peer]] = []
         self.caller = ServerCaller(self)
@@ -81,9 +81,7 @@ class Dispatcher:
         """Binds to the running loop (idempotent): at lifespan start or first connection."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.options.threads, thread_name_prefix="tether-call"
-            )
+            self._pool = CallPool(self.loop, self.options.threads, "tether-call")
             from tether import _current
 
             _current.dispatchers.append(self)
@@ -93,15 +91,15 @@ class Dispatcher:
 
         if self in _current.dispatchers:
             _current.dispatchers.remove(self)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         self.loop = None
 
     @property
-    def executor(self) -> ThreadPoolExecutor:
-        assert self._executor is not None, "dispatcher not started"
-        return self._executor
+    def pool(self) -> CallPool:
+        assert self._pool is not None, "dispatcher not started"
+        return self._pool
 
     # -- peer registrations -------------------------------------------------------------
 
@@ -132,18 +130,29 @@ class Dispatcher:
     # -- running ------------------------------------------------------------------------
 
     def start_local(
-        self, target: ServerFunction, args: list[object], kwargs: dict[str, object], state: CallState
-    ) -> asyncio.Future[object]:
-        """Starts a local function for a call: async ones as a task, sync ones in the pool."""
+        self,
+        target: ServerFunction,
+        args: list[object],
+        kwargs: dict[str, object],
+        state: CallState,
+        done: Done,
+    ) -> None:
+        """Starts a local function for a call: async ones as a task, sync ones in the pool.
+
+        ``done(result, error)`` runs on the loop when it ends.
+
+        Raises:
+            PermissionDenied: ``require_user`` refused the call; nothing ran.
+        """
         assert self.loop is not None
         check_user(target)
         ctx = contextvars.copy_context()
         ctx.run(current_call.set, state)
-        if target.is_async:
-            return self.loop.create_task(target.fn(*args, **kwargs), context=ctx)  # type: ignore[arg-type]
-        return self.loop.run_in_executor(
-            self.executor, functools.partial(ctx.run, target.fn, *args, **kwargs)
-        )
+        if not target.is_async:
+            self.pool.submit(ctx, target.fn, args, kwargs, done)
+            return
+        task = self.loop.create_task(target.fn(*args, **kwargs), context=ctx)
+        task.add_done_callback(functools.partial(_report, done))
 
     async def run(
         self, name: str, args: list[object], kwargs: dict[str, object], state: CallState
@@ -153,8 +162,28 @@ class Dispatcher:
         if target is None:
             raise NoServerFunctionError(f"no server function named {name!r}")
         if isinstance(target, ServerFunction):
-            return await self.start_local(target, args, kwargs, state)
+            assert self.loop is not None
+            future: asyncio.Future[object] = self.loop.create_future()
+            self.start_local(target, args, kwargs, state, functools.partial(_settle, future))
+            return await future
         return await target.call_peer(name, args, kwargs, state)
+
+
+def _report(done: Done, task: asyncio.Task[object]) -> None:
+    if task.cancelled():
+        done(None, asyncio.CancelledError())
+    else:
+        error = task.exception()
+        done(None if error is not None else task.result(), error)
+
+
+def _settle(future: asyncio.Future[object], result: object, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def check_user(target: ServerFunction) -> None:
@@ -237,4 +266,3 @@ def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-

@@ -8,6 +8,7 @@ registered the function) and writes frames out in order.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import traceback
@@ -32,7 +33,7 @@ from tether.protocol import (
     Response,
     Role,
 )
-from tether.runtime.dispatcher import Dispatcher
+from tether.runtime.dispatcher import Dispatcher, _report
 
 __all__ = ["Peer"]
 
@@ -45,11 +46,20 @@ class Peer:
     """One connected peer (a Python client, an uplink script or a browser)."""
 
     def __init__(
-        self, dispatcher: Dispatcher, send: Send, *, client_ip: str | None, dialect: str
+        self,
+        dispatcher: Dispatcher,
+        send: Send,
+        *,
+        client_ip: str | None,
+        dialect: str,
+        subprotocol: str | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.connection = Connection(
-            Role.SERVER, registry=dispatcher.registry, limits=dispatcher.limits
+            Role.SERVER,
+            registry=dispatcher.registry,
+            limits=dispatcher.limits,
+            compact=subprotocol == "tether.v1",
         )
         self._send = send
         self._lock = asyncio.Lock()
@@ -156,32 +166,31 @@ class Peer:
         state = CallState(self.context, self.dispatcher.caller)
         dispatcher = self.dispatcher
         target = dispatcher.resolve(call.command)
-        future: asyncio.Future[object]
         if target is None:
-            self._reply_error(call, NoServerFunctionError(f"no server function named {call.command!r}"))
+            self._reply_error(
+                call, NoServerFunctionError(f"no server function named {call.command!r}")
+            )
             return
+        done = functools.partial(self._finish_call, call)
         if isinstance(target, ServerFunction):
             try:
-                future = dispatcher.start_local(target, call.args, call.kwargs, state)
+                dispatcher.start_local(target, call.args, call.kwargs, state, done)
             except Exception as exc:  # refused before it ran (require_user)
                 self._reply_error(call, exc)
-                return
         else:
-            future = asyncio.ensure_future(target.call_peer(call.command, call.args, call.kwargs, state))
-        future.add_done_callback(lambda done: self._finish_call(call, done))
+            task = asyncio.ensure_future(
+                target.call_peer(call.command, call.args, call.kwargs, state)
+            )
+            task.add_done_callback(functools.partial(_report, done))
 
-    def _finish_call(self, call: Call, done: asyncio.Future[object]) -> None:
+    def _finish_call(self, call: Call, result: object, error: BaseException | None) -> None:
         if self.closed:
             return
-        if done.cancelled():
-            self._reply_error(call, UplinkDisconnectedError("the call was cancelled"))
-            return
-        error = done.exception()
         if error is not None:
             self._reply_error(call, error)
             return
         try:
-            self.connection.send_response(call.id, done.result())
+            self.connection.send_response(call.id, result)
         except SerializationError as exc:
             self._reply_error(call, exc)
             return
@@ -236,7 +245,9 @@ class Peer:
         self.connection.receive_close()
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(UplinkDisconnectedError("the client serving this call disconnected"))
+                future.set_exception(
+                    UplinkDisconnectedError("the client serving this call disconnected")
+                )
         self._pending.clear()
         if self._writer is not None:
             self._wake.set()
@@ -249,4 +260,3 @@ def _same(given: str, expected: str) -> bool:
 def _trace(error: BaseException) -> list[object]:
     frames = traceback.extract_tb(error.__traceback__)
     return [[frame.filename, frame.lineno] for frame in reversed(frames)]
-

@@ -16,7 +16,9 @@ __all__ = ["serve_forever", "serve_in_thread", "uvicorn_config"]
 FRAME_SLACK = 64 * 1024  # room for the frame header over the message limit
 
 
-def uvicorn_config(app: TetherApp, *, log_level: str = "warning", **extra: object) -> uvicorn.Config:
+def uvicorn_config(
+    app: TetherApp, *, log_level: str = "warning", **extra: object
+) -> uvicorn.Config:
     """uvicorn settings Tether relies on: the sans-I/O websockets stack, no compression."""
     return uvicorn.Config(
         app,
@@ -57,7 +59,9 @@ def serve_in_thread(app: TetherApp, *, host: str = "127.0.0.1", port: int = 0) -
     try:
         while not server.started:
             if failure or not thread.is_alive():
-                raise RuntimeError("the server did not start") from (failure[0] if failure else None)
+                raise RuntimeError("the server did not start") from (
+                    failure[0] if failure else None
+                )
             thread.join(0.01)
         bound_host, bound_port = sock.getsockname()[:2]
         yield f"http://{bound_host}:{bound_port}"

@@ -1,0 +1,90 @@
+"""Worker threads for sync functions, lighter than ``run_in_executor``.
+
+A call is queued on a ``SimpleQueue``; a worker runs it in the call's context and hands
+the outcome back to the event loop with one ``call_soon_threadsafe``. Workers are started
+on demand up to ``max_workers``; a call waits only when all of them are busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import queue
+import threading
+from collections.abc import Callable
+
+__all__ = ["CallPool", "Done"]
+
+Done = Callable[[object, BaseException | None], None]
+_Job = tuple[
+    contextvars.Context, Callable[..., object], tuple[object, ...], dict[str, object], Done
+]
+
+
+class CallPool:
+    """Runs sync functions on up to ``max_workers`` threads."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_workers: int, name: str) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self._loop = loop
+        self._max = max_workers
+        self._name = name
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+
+    def submit(
+        self,
+        context: contextvars.Context,
+        fn: Callable[..., object],
+        args: tuple[object, ...] | list[object],
+        kwargs: dict[str, object],
+        done: Done,
+    ) -> None:
+        """Runs ``fn(*args, **kwargs)`` in ``context``; ``done(result, error)`` runs on the loop."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the pool is shut down")
+            if self._idle > 0:
+                self._idle -= 1
+            elif len(self._threads) < self._max:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+        self._queue.put((context, fn, tuple(args), kwargs, done))
+
+    def _work(self) -> None:
+        get = self._queue.get
+        call_soon = self._loop.call_soon_threadsafe
+        while True:
+            job = get()
+            if job is None:
+                return
+            context, fn, args, kwargs, done = job
+            try:
+                result = context.run(fn, *args, **kwargs)
+            except BaseException as exc:
+                try:
+                    call_soon(done, None, exc)
+                except RuntimeError:  # the loop is closed: nobody is waiting
+                    return
+            else:
+                try:
+                    call_soon(done, result, None)
+                except RuntimeError:
+                    return
+            del job, context, fn, args, kwargs, done
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        """Stops the workers once their current calls end (does not wait for them)."""
+        with self._lock:
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(None)

@@ -1,0 +1,70 @@
+"""The README's quickstart, as a new user runs it: `tether serve` and the client script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+from tests.conftest import ROOT, TIMEOUT
+
+
+def test_quickstart_client_against_tether_serve(
+    tether_serve: Callable[..., tuple[object, int]],
+) -> None:
+    _, port = tether_serve("examples/quickstart", "--uplink-key", "dev-key")
+    result = subprocess.run(
+        [sys.executable, "examples/quickstart/client.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "TETHER_URL": f"ws://127.0.0.1:{port}/_/ws"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Hello, world!"
+    assert lines[1].startswith("items: [Item(1, 'teapot'")
+    assert lines[2] == "price of teapot is 19.99 EUR"
+    assert lines[3].startswith("bought: 3 x Item(2, 'kettle'")
+    assert (
+        lines[4] == "OutOfStock raised as itself: item 2 is out of stock"
+        or "OutOfStock" in lines[4]
+    )
+    assert lines[5] == "sum: inf"
+
+
+def test_client_without_a_server_fails_clearly() -> None:
+    result = subprocess.run(
+        [sys.executable, "examples/quickstart/client.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "TETHER_URL": "ws://127.0.0.1:9/_/ws"},
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "AppOfflineError: cannot connect to ws://127.0.0.1:9/_/ws" in result.stderr
+
+
+def test_python_dash_m_tether_and_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tether", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    assert "--uplink-key" in result.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "tether", "serve", "no/such/app.py"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert bad.returncode != 0
+    assert "no app file" in bad.stderr
