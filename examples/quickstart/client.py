@@ -11,9 +11,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # find shared.py
 
-from shared import Item, Money, OutOfStock  # noqa: E402
+from shared import Item, Money, OutOfStock
 
-from tether import server  # noqa: E402
+from tether import server
 
 URL = os.environ.get("TETHER_URL", "ws://127.0.0.1:8000/_/ws")
 

@@ -52,7 +52,7 @@ class SessionExpiredError(TetherError):
     """The session ended; call ``server.reset_session()`` to start a new one."""
 
 
-class TimeoutError(TetherError, builtins.TimeoutError):  # noqa: A001 - the public name
+class TimeoutError(TetherError, builtins.TimeoutError):
     """A call took longer than its deadline."""
 
 

@@ -62,7 +62,7 @@ __all__ = [
     "call",
     "callable",
     "connect",
-    "context",
+    "context",  # noqa: F822 - a module __getattr__ attribute: the running call's context
     "disconnect",
     "is_app_online",
     "loading_indicator",
@@ -82,7 +82,7 @@ def callable(fn_or_name: F, *, require_user: bool | UserPredicate = False) -> F:
 def callable(
     fn_or_name: str | None = None, *, require_user: bool | UserPredicate = False
 ) -> Callable[[F], F]: ...
-def callable(  # noqa: A001 - Anvil's name
+def callable(
     fn_or_name: F | str | None = None, *, require_user: bool | UserPredicate = False
 ) -> F | Callable[[F], F]:
     """Registers a server function (sync or ``async def``) under its name or the given one.

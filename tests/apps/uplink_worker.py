@@ -1,4 +1,7 @@
-"""A trusted client process that registers functions: `python -m tests.apps.uplink_worker URL KEY`."""
+"""A trusted client process that registers functions.
+
+python -m tests.apps.uplink_worker URL KEY
+"""
 
 from __future__ import annotations
 

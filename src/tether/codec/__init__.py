@@ -24,6 +24,6 @@ __all__ = [
     "portable_registry",
 ]
 
-from tether.codec.copy import copy_values  # noqa: E402
+from tether.codec.copy import copy_values
 
 __all__ += ["copy_values"]

@@ -145,9 +145,7 @@ def decode_values(
             value = extra[kind](entry, format_path(path))
         else:
             raise SerializationError(f"unknown object type {_short(kinds)} at {format_path(path)}")
-        if type(node) is dict:
-            node[key] = value
-        elif type(node) is list:
+        if type(node) is dict or type(node) is list:
             node[key] = value
     if in_global:
         global_data = _global_data(message.get("vt_global"))

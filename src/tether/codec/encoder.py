@@ -403,11 +403,11 @@ class Encoder:
         for i, key in enumerate(path[1:], start=1):
             if not isinstance(node, list | tuple | dict):
                 node = getattr(node, "__dict__", None)
-            if isinstance(node, dict) and key in node:
+            if isinstance(node, dict) and key in node:  # noqa: SIM114 - each narrows the type
                 node = node[key]
             elif isinstance(node, list | tuple) and isinstance(key, int) and key < len(node):
                 node = node[key]
-            else:
+            else:  # pragma: no cover - the path was walked to get here
                 return path
             if id(node) == id(v):
                 if id(v) in seen:

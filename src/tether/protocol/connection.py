@@ -10,13 +10,14 @@ from __future__ import annotations
 import enum
 import itertools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from tether.codec import (
     BlobMedia,
-    GlobalData,
     Limits,
     Media,
     PortableRegistry,
@@ -140,7 +141,7 @@ class Connection:
         self._send({"key": key, "v": PROTOCOL_VERSION, **extra})
         self.state = State.AUTHENTICATING
 
-    def accept(self, priv: str, info: dict[str, object], **extra: object) -> None:
+    def accept(self, priv: str, info: Mapping[str, object], **extra: object) -> None:
         """Server: accepts the hello; ``priv`` is ``"uplink"`` (trusted) or ``"client"``."""
         self._expect(Role.SERVER, State.AUTHENTICATING)
         self._send({"auth": "OK", "priv": priv, "app-info": info, **extra})
@@ -162,7 +163,7 @@ class Connection:
         command: str,
         args: list[object] | tuple[object, ...],
         kwargs: dict[str, object],
-        meta: dict[str, object] | None = None,
+        meta: Mapping[str, object] | None = None,
     ) -> str:
         """Queues a CALL and returns its id.
 
@@ -404,7 +405,7 @@ class Connection:
         self, msg_id: str, message: dict[str, object], is_call: bool, media: dict[str, Media] | None
     ) -> None:
         if is_call:
-            command: str = message["command"]  # type: ignore[assignment]
+            command = str(message["command"])
             try:
                 global_data = decode_values(
                     message, ("args", "kwargs"), self.registry, self.limits, media
@@ -412,11 +413,13 @@ class Connection:
             except SerializationError as exc:
                 self._fail(msg_id, message, True, exc)
                 return
-            args: list[object] = message["args"]  # type: ignore[assignment]
+            args = message["args"]
+            assert type(args) is list  # checked on arrival
             if command == ECHO:
                 self.send_response(msg_id, args[0] if args else None)
                 return
-            kwargs: dict[str, object] = message["kwargs"]  # type: ignore[assignment]
+            kwargs = message["kwargs"]
+            assert type(kwargs) is dict  # checked on arrival
             self._events.append(Call(msg_id, command, args, kwargs, global_data, message))
             return
         self._pending_out.pop(msg_id, None)
@@ -469,7 +472,7 @@ class Connection:
         self._chunk = None
         if len(data) > self.limits.max_frame_bytes:
             raise FrameTooLarge("media chunk over the frame limit")
-        msg_id: str = partial.message["id"]  # type: ignore[assignment]
+        msg_id = str(partial.message["id"])
         partial.received += len(data)
         if not partial.failed:
             if partial.received > self.limits.max_media_bytes:
@@ -507,7 +510,8 @@ class Connection:
                 return cls(text)
             portable = self.registry.by_name.get(type_name)
             if portable is not None and portable.is_exception:
-                exc: BaseException = portable.cls.__new__(portable.cls)
+                cls_any: Any = portable.cls
+                exc: BaseException = cls_any.__new__(cls_any)
                 exc.args = (text,)
                 return exc
             return RemoteError(text, type_name, trace_list)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from tether.codec import GlobalData
 
 __all__ = [
-    "Authenticated",
     "AuthFailed",
+    "Authenticated",
     "Call",
     "Event",
     "Failure",

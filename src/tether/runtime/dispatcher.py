@@ -12,6 +12,7 @@ import contextvars
 import functools
 import logging
 import re
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -151,7 +152,8 @@ class Dispatcher:
         if not target.is_async:
             self.pool.submit(ctx, target.fn, args, kwargs, done)
             return
-        task = self.loop.create_task(target.fn(*args, **kwargs), context=ctx)
+        coroutine: Coroutine[object, object, object] = target.fn(*args, **kwargs)  # type: ignore[assignment]
+        task = self.loop.create_task(coroutine, context=ctx)
         task.add_done_callback(functools.partial(_report, done))
 
     async def run(
@@ -221,6 +223,15 @@ class ServerCaller:
     def _copy(self, values: dict[str, object]) -> dict[str, object]:
         return copy_values(values, self.dispatcher.registry, self.dispatcher.limits)
 
+    def _copy_call(
+        self, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> tuple[list[object], dict[str, object]]:
+        copied = self._copy({"args": list(args), "kwargs": kwargs})
+        new_args, new_kwargs = copied["args"], copied["kwargs"]
+        assert type(new_args) is list
+        assert type(new_kwargs) is dict
+        return new_args, new_kwargs
+
     def call(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         dispatcher = self.dispatcher
         loop = dispatcher.loop
@@ -231,7 +242,7 @@ class ServerCaller:
                 f"server.call({name!r}) would block the event loop: use 'await server.acall(...)'"
                 " in async server functions"
             )
-        copied = self._copy({"args": list(args), "kwargs": kwargs})
+        copied_args, copied_kwargs = self._copy_call(args, kwargs)
         state = nested_state(current_call.get(), self)
         target = dispatcher.resolve(name)
         if target is None:
@@ -240,24 +251,19 @@ class ServerCaller:
             check_user(target)
             ctx = contextvars.copy_context()
             ctx.run(current_call.set, state)
-            result = ctx.run(target.fn, *copied["args"], **copied["kwargs"])  # type: ignore[arg-type]
+            result = ctx.run(target.fn, *copied_args, **copied_kwargs)
         else:
             future = asyncio.run_coroutine_threadsafe(
-                dispatcher.run(name, copied["args"], copied["kwargs"], state),  # type: ignore[arg-type]
+                dispatcher.run(name, copied_args, copied_kwargs, state),
                 loop,
             )
             result = future.result()
         return self._copy({"r": result})["r"]
 
     async def acall(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-        copied = self._copy({"args": list(args), "kwargs": kwargs})
+        copied_args, copied_kwargs = self._copy_call(args, kwargs)
         state = nested_state(current_call.get(), self)
-        result = await self.dispatcher.run(
-            name,
-            copied["args"],  # type: ignore[arg-type]
-            copied["kwargs"],  # type: ignore[arg-type]
-            state,
-        )
+        result = await self.dispatcher.run(name, copied_args, copied_kwargs, state)
         return self._copy({"r": result})["r"]
 
 

@@ -141,7 +141,7 @@ class Peer:
                 "max_depth": limits.max_depth,
                 "max_objects": limits.max_objects,
             }
-        info = {
+        info: dict[str, object] = {
             "id": options.app_id,
             "branch": "master",
             "environment": {"description": "Tether", "tags": []},
@@ -215,7 +215,7 @@ class Peer:
             raise NoServerFunctionError(f"no server function named {name!r}")
         context = state.context
         caller = context.remote_caller
-        meta = {
+        meta: dict[str, object] = {
             "call-stack": [{"type": caller.type if caller else context.type}],
             "client": {"type": context.client.type, "ip": context.client.ip},
         }
