@@ -121,8 +121,9 @@ _release = threading.Event()
 
 @server.callable
 def wait_for_release() -> str:
-    _release.wait(30)
-    return "released"
+    released = _release.wait(30)
+    _release.clear()
+    return "released" if released else "timed out"
 
 
 @server.callable

@@ -993,3 +993,22 @@ def test_receive_close_mid_chunk_forgets_the_partial_message() -> None:
     assert server.receive_close() == []
     server.receive_frame(b"x")  # ignored: closed
     assert server.events_received() == []
+
+
+def test_a_late_answer_with_bad_media_entries_is_dropped_quietly() -> None:
+    client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
+    client.send_hello(None)
+    relay(client, server)
+    server.accept("client", {})
+    relay(server, client)
+    call_id = client.send_call("slow", [], {})
+    relay(client, server)
+    client.abandon(call_id)
+    bad = {
+        "id": call_id,
+        "response": None,
+        "objects": [{"path": ["response"], "type": ["DataMedia"], "id": 7}],
+    }
+    client.receive_frame(orjson.dumps(bad).decode())
+    assert client.events_received() == []
+    assert client.state is State.OPEN

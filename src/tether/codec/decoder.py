@@ -105,6 +105,10 @@ def decode_values(
         node: object = message
         items = entry.get("items")
         if items is not None:
+            if _kind(kinds, None) != "ValueType":
+                raise SerializationError(
+                    f"a run of objects must be ValueType at {format_path(path)}"
+                )
             # A run: the portable objects at path + [i] for each i (Tether's compact form).
             for key in path:
                 node = _step(node, key, path)
@@ -122,7 +126,7 @@ def decode_values(
             node = _step(node, key, path)
         key = path[-1]
         current = _step(node, key, path)
-        kind = next((k for k in kinds if k in _KNOWN or (extra and k in extra)), None)
+        kind = _kind(kinds, extra)
         value: object
         if kind == "ValueType":
             value = _build(_portable(by_name, entry, path), current, gd, path)
@@ -145,11 +149,23 @@ def decode_values(
             value = extra[kind](entry, format_path(path))
         else:
             raise SerializationError(f"unknown object type {_short(kinds)} at {format_path(path)}")
-        if type(node) is dict or type(node) is list:
+        if type(node) is dict:
+            node[key] = value
+        else:  # _step walks only through dicts and lists, with int keys into lists
+            assert type(node) is list
+            assert type(key) is int
             node[key] = value
     if in_global:
         global_data = _global_data(message.get("vt_global"))
     return global_data
+
+
+def _kind(kinds: list[object], extra: Mapping[str, ExtraDecoder] | None) -> str | None:
+    """The first type name this side knows (Anvil lists fallbacks after it)."""
+    for kind in kinds:
+        if type(kind) is str and (kind in _KNOWN or (extra is not None and kind in extra)):
+            return kind
+    return None
 
 
 def _too_many(count: int, limit: int) -> None:
@@ -215,8 +231,12 @@ def _global_data(value: object) -> GlobalData:
         return GlobalData(value)
     if type(value) is list and len(value) % 2 == 0:
         # Anvil's shared_data form: [key, data, key, data, ...]; ":GLOBAL" is the dict API.
-        pairs = dict(zip(value[::2], value[1::2], strict=True))
-        legacy = pairs.get(":GLOBAL")
+        legacy: object = None
+        for key, data in zip(value[::2], value[1::2], strict=True):
+            if type(key) is not str:
+                raise SerializationError(f"vt_global keys must be strings, got {_short(key)}")
+            if key == ":GLOBAL":
+                legacy = data
         return GlobalData(legacy if type(legacy) is dict else {})
     raise SerializationError(f"vt_global must be a dict, got {type(value).__name__}")
 
@@ -263,7 +283,8 @@ def _long(text: object, limits: Limits, path: list[object]) -> int:
             f"integer with {digits} digits at {format_path(path)} is over the limit of"
             f" {limits.max_int_digits} digits (limit max_int_digits)"
         )
-    if not (text.lstrip("-").isdigit() and text.isascii()):
+    body = text[1:] if text.startswith("-") else text
+    if not (body.isdigit() and body.isascii()):
         raise SerializationError(f"bad Long value {_short(text)} at {format_path(path)}")
     return int(text)
 

@@ -13,6 +13,7 @@ one class in one list share one entry: ``{"path": <the list>, "type": ["ValueTyp
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable
 
 from tether.codec.limits import Limits
@@ -51,9 +52,17 @@ class EncodedValues:
 
 def format_datetime(value: dt.datetime) -> str:
     """Anvil's DateTime form, always with ``+HHMM``; a naive value is taken as local time."""
-    if value.tzinfo is None or value.utcoffset() is None:
+    offset = value.utcoffset()
+    if offset is None:
         value = value.astimezone()
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f%z")
+        offset = value.utcoffset()
+    minutes = int(offset.total_seconds()) // 60 if offset is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    hours, minutes = divmod(abs(minutes), 60)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:{value.minute:02d}"
+        f":{value.second:02d}.{value.microsecond:06d}{sign}{hours:02d}{minutes:02d}"
+    )
 
 
 def _plain(v: object) -> bool:
@@ -120,6 +129,7 @@ class Encoder:
         "registry",
         "root",
         "stack",
+        "stack_at",
     )
 
     def __init__(
@@ -139,6 +149,7 @@ class Encoder:
         self.media: list[tuple[str, Media]] = []
         self.path: list[object] = []
         self.stack: list[int] = []  # ids of the containers and objects being walked
+        self.stack_at: list[int] = []  # the path length when each was pushed
         self.global_data = GlobalData()
         self.in_global = False
         self.root: object = None
@@ -163,6 +174,7 @@ class Encoder:
             self._too_deep(seq)
         stack = self.stack
         stack.append(id(seq))
+        self.stack_at.append(len(self.path))
         path = self.path
         objects = self.objects
         by_class = self.by_class
@@ -248,6 +260,7 @@ class Encoder:
                 out = list(seq[:i])
             out.append(new)
         stack.pop()
+        self.stack_at.pop()
         if out is None:
             return seq if type(seq) is list else list(seq)
         return out
@@ -258,6 +271,7 @@ class Encoder:
             self._too_deep(mapping)
         stack = self.stack
         stack.append(id(mapping))
+        self.stack_at.append(len(self.path))
         path = self.path
         out: dict[str, object] | None = None
         depth += 1
@@ -284,13 +298,10 @@ class Encoder:
             if out is None:
                 if new is item:
                     continue
-                out = {}
-                for k, old in mapping.items():
-                    if k is key:
-                        break
-                    out[k] = old
+                out = {k: mapping[k] for k in itertools.takewhile(key.__ne__, mapping)}
             out[key] = new
         stack.pop()
+        self.stack_at.pop()
         return mapping if out is None else out
 
     def portable(self, v: object, portable: PortableClass, depth: int) -> object:
@@ -305,6 +316,7 @@ class Encoder:
         if depth >= self.max_depth:
             self._too_deep(v)
         self.stack.append(id(v))
+        self.stack_at.append(len(self.path))
         gd: GlobalData = DISABLED if self.in_global else self.global_data
         data: object
         if portable.serialize:
@@ -322,6 +334,7 @@ class Encoder:
                 ) from None
         tree = self.value(data, depth + 1)
         self.stack.pop()
+        self.stack_at.pop()
         return tree
 
     def special(self, v: object) -> object:
@@ -362,9 +375,16 @@ class Encoder:
         self.objects.append({"path": list(self.path), "type": [kind], "value": value})
 
     def _long(self, v: int) -> None:
-        text = str(v)
-        digits = len(text) - (v < 0)
-        if digits > self.limits.max_int_digits:
+        limit = self.limits.max_int_digits
+        # bit_length bounds the digits without building a string Python may refuse to build
+        digits = int(v.bit_length() * 0.30102999566398120) + 1
+        if digits <= limit + 1:
+            try:
+                text = str(v)
+            except ValueError:  # over Python's own int_max_str_digits
+                text = ""
+            digits = len(text) - (v < 0) if text else limit + 1
+        if digits > limit:
             raise SerializationError(
                 f"integer with {digits} digits at {format_path(self.path)}"
                 f" is over the limit of {self.limits.max_int_digits} digits (limit max_int_digits)"
@@ -386,34 +406,20 @@ class Encoder:
         self.objects.append(entry)
 
     def _too_deep(self, v: object) -> None:
-        if id(v) in self.stack:
-            raise SerializationError(
-                f"circular reference at {format_path(self._cycle_path(v))}: a value contains itself"
-            )
+        stack = self.stack
+        seen: dict[int, int] = {}
+        for index, ident in enumerate([*stack, id(v)]):
+            first = seen.setdefault(ident, index)
+            if first != index:
+                at = self.stack_at[index] if index < len(stack) else len(self.path)
+                raise SerializationError(
+                    f"circular reference at {format_path(self.path[:at])}:"
+                    f" it contains the value at {format_path(self.path[: self.stack_at[first]])}"
+                )
         raise SerializationError(
             f"nesting deeper than {self.max_depth} levels at {format_path(self.path[:8])}..."
             " (limit max_depth)"
         )
-
-    def _cycle_path(self, v: object) -> list[object]:
-        """The shortest prefix of the path that reaches ``v`` again (best effort)."""
-        path = self.path
-        seen: set[int] = set()
-        node: object = self.root
-        for i, key in enumerate(path[1:], start=1):
-            if not isinstance(node, list | tuple | dict):
-                node = getattr(node, "__dict__", None)
-            if isinstance(node, dict) and key in node:  # noqa: SIM114 - each narrows the type
-                node = node[key]
-            elif isinstance(node, list | tuple) and isinstance(key, int) and key < len(node):
-                node = node[key]
-            else:  # pragma: no cover - the path was walked to get here
-                return path
-            if id(node) == id(v):
-                if id(v) in seen:
-                    return path[: i + 1]
-                seen.add(id(v))
-        return path
 
 
 DISABLED = DisabledGlobalData()

@@ -29,6 +29,7 @@ from tether.codec import (
 from tether.codec.media import chunks
 from tether.errors import (
     FrameTooLarge,
+    LocalProtocolError,
     RemoteError,
     RemoteProtocolError,
     SerializationError,
@@ -171,7 +172,7 @@ class Connection:
             SerializationError: an argument cannot be sent; nothing was queued.
         """
         if self.state is not State.OPEN:
-            raise RemoteProtocolError(f"cannot call {command!r}: connection is {self.state.value}")
+            raise LocalProtocolError(f"cannot call {command!r}: connection is {self.state.value}")
         call_id = f"{self._id_prefix}{next(self._ids)}"
         header: dict[str, object] = {"type": "CALL", "id": call_id, "command": command}
         if meta:
@@ -213,7 +214,10 @@ class Connection:
         A portable exception also carries its serialized self under ``error.value``, so
         the caller re-raises the same class with the same attributes.
         """
-        fields: dict[str, object] = {"type": _wire_type(error), "message": _message(error)}
+        fields: dict[str, object] = {
+            "type": _wire_type(error, self.registry),
+            "message": _message(error),
+        }
         if trace is not None:
             fields["trace"] = trace
         header: dict[str, object] = {"id": call_id}
@@ -229,7 +233,12 @@ class Connection:
 
     def abandon(self, call_id: str) -> None:
         """Forgets a call made from here (it timed out); a late answer is then ignored."""
-        if self._pending_out.pop(call_id, None) is not None:
+        if self._pending_out.pop(call_id, None) is None:
+            return
+        partial = self._incoming.get(call_id)
+        if partial is not None and not partial.is_call:
+            partial.failed = True  # its answer is arriving: read the rest and drop it
+        else:
             self._abandoned.add(call_id)
 
     # -- frames in ----------------------------------------------------------------------
@@ -242,15 +251,16 @@ class Connection:
         """
         if self.state is State.CLOSED:
             return
-        if type(frame) is bytes:
+        if isinstance(frame, bytes):
             self._receive_chunk(frame)
             return
         if self._chunk is not None:
             raise RemoteProtocolError("expected a binary media chunk after CHUNK_HEADER")
-        if len(frame) > self.limits.max_frame_bytes:
-            raise FrameTooLarge(
-                f"frame of {len(frame)} bytes is over the limit of {self.limits.max_frame_bytes}"
-            )
+        limit = self.limits.max_frame_bytes
+        if len(frame) * 4 > limit:  # UTF-8 takes at most 4 bytes a character
+            size = len(frame.encode())
+            if size > limit:
+                raise FrameTooLarge(f"frame of {size} bytes is over the limit of {limit}")
         try:
             message = orjson.loads(frame)
         except orjson.JSONDecodeError as exc:
@@ -310,7 +320,7 @@ class Connection:
 
     def _expect(self, role: Role, state: State) -> None:
         if self.role is not role or self.state is not state:
-            raise RemoteProtocolError(
+            raise LocalProtocolError(
                 f"not allowed for a {self.role.value} in state {self.state.value}"
             )
 
@@ -379,26 +389,32 @@ class Connection:
 
     def _receive_answer(self, message: dict[str, object]) -> None:
         call_id = message["id"]
+        if type(call_id) is str and call_id in self._abandoned:
+            # A late answer to a call given up on: read its media, if any, and drop it all.
+            self._abandoned.discard(call_id)
+            self._hold_or_finish(call_id, message, is_call=False, drop=True)
+            return
         if type(call_id) is not str or call_id not in self._pending_out:
-            if type(call_id) is str and call_id in self._abandoned:
-                self._abandoned.discard(call_id)
-                return
             raise RemoteProtocolError(f"answer to unknown call id {str(call_id)[:MAX_ID_LENGTH]!r}")
         self._hold_or_finish(call_id, message, is_call=False)
 
-    def _hold_or_finish(self, msg_id: str, message: dict[str, object], is_call: bool) -> None:
+    def _hold_or_finish(
+        self, msg_id: str, message: dict[str, object], is_call: bool, drop: bool = False
+    ) -> None:
+        if msg_id in self._incoming:
+            raise RemoteProtocolError(f"duplicate message id {msg_id!r}")
         try:
             ids = media_ids(message.get("objects"))
         except SerializationError as exc:
-            self._fail(msg_id, message, is_call, exc)
+            if not drop:
+                self._fail(msg_id, message, is_call, exc)
             return
         if not ids:
-            self._finish(msg_id, message, is_call, None)
+            if not drop:
+                self._finish(msg_id, message, is_call, None)
             return
-        if msg_id in self._incoming:
-            raise RemoteProtocolError(f"duplicate message id {msg_id!r}")
         self._incoming[msg_id] = _Partial(
-            message, is_call, {i: bytearray() for i in ids}, dict.fromkeys(ids, 0)
+            message, is_call, {i: bytearray() for i in ids}, dict.fromkeys(ids, 0), failed=drop
         )
 
     def _finish(
@@ -414,12 +430,14 @@ class Connection:
                 self._fail(msg_id, message, True, exc)
                 return
             args = message["args"]
-            assert type(args) is list  # checked on arrival
+            kwargs = message["kwargs"]
+            if type(args) is not list or type(kwargs) is not dict:
+                error = SerializationError("an objects entry replaced the args list or kwargs dict")
+                self._fail(msg_id, message, True, error)
+                return
             if command == ECHO:
                 self.send_response(msg_id, args[0] if args else None)
                 return
-            kwargs = message["kwargs"]
-            assert type(kwargs) is dict  # checked on arrival
             self._events.append(Call(msg_id, command, args, kwargs, global_data, message))
             return
         self._pending_out.pop(msg_id, None)
@@ -518,14 +536,14 @@ class Connection:
         return RemoteError(text, "Exception", trace_list)
 
 
-def _wire_type(error: BaseException) -> str:
+def _wire_type(error: BaseException, registry: PortableRegistry) -> str:
     cls = type(error)
     if isinstance(error, RemoteError):
         return error.type_name
     name = wire_name_of_error(cls)
     if name is not None:
         return name
-    portable = portable_registry.by_class.get(cls)
+    portable = registry.by_class.get(cls)
     if portable is not None:
         return portable.name
     if cls.__module__ == "builtins":
