@@ -18,8 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import websockets
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
 
 from tether.codec import Limits, PortableRegistry, portable_registry
 from tether.context import CallContext, CallState, ClientInfo, StackFrame, current_call
@@ -42,6 +40,7 @@ from tether.protocol import (
     Response,
     Role,
 )
+from tether.transports.websocket import WebSocket, open_websocket
 
 __all__ = ["AsyncClient", "websocket_url"]
 
@@ -95,10 +94,9 @@ class AsyncClient:
         self.open_timeout = open_timeout
         self.trusted = False
         self.connection = Connection(Role.CLIENT, registry=registry, limits=self.limits)
-        self._ws: ClientConnection | None = None
+        self._ws: WebSocket | None = None
         self._pending: dict[str, AnyFuture] = {}
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._auth: asyncio.Future[None] | None = None  # made on the loop, in connect
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._threads = threads
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,28 +117,25 @@ class AsyncClient:
             PermissionDenied: the key was refused, or functions would be registered
                 without the uplink key.
         """
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
+        self._auth = loop.create_future()
         try:
             async with asyncio.timeout(self.open_timeout):
-                self._ws = await ws_connect(
+                self._ws, subprotocol = await open_websocket(
                     self.url,
-                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                    max_size=self.limits.max_frame_bytes + FRAME_SLACK,
-                    compression=None,
-                    open_timeout=None,
-                    ping_interval=20,
-                    ping_timeout=20,
+                    [SUBPROTOCOL],
+                    self.limits.max_frame_bytes + FRAME_SLACK,
+                    self._receive,
+                    self._lost,
                 )
-                self.connection.compact = self._ws.subprotocol == SUBPROTOCOL
+                self.connection.compact = subprotocol == SUBPROTOCOL
                 self.connection.send_hello(self.key)
-                await self._flush()
-                await self._authenticate()
-        except (
-            OSError,
-            TimeoutError,
-            websockets.InvalidHandshake,
-            websockets.ConnectionClosed,
-        ) as exc:
+                self._flush()
+                await self._auth
+            self._adopt_server_limits()
+            self._register_functions()
+            self._flush()
+        except (OSError, TimeoutError, websockets.InvalidHandshake, AppOfflineError) as exc:
             await self._abort()
             raise AppOfflineError(
                 f"cannot connect to {self.url}: {exc or type(exc).__name__}"
@@ -148,26 +143,7 @@ class AsyncClient:
         except BaseException:
             await self._abort()
             raise
-        self._tasks = [
-            self._loop.create_task(self._read_forever()),
-            self._loop.create_task(self._write_forever()),
-        ]
         return self
-
-    async def _authenticate(self) -> None:
-        assert self._ws is not None
-        while True:
-            frame = await self._ws.recv()
-            self.connection.receive_frame(frame)
-            for event in self.connection.events_received():
-                if type(event) is AuthFailed:
-                    raise PermissionDenied(f"the server refused this connection: {event.message}")
-                if type(event) is Authenticated:
-                    self.trusted = event.priv == "uplink"
-                    self._adopt_server_limits()
-                    self._register_functions()
-                    await self._flush()
-                    return
 
     def _adopt_server_limits(self) -> None:
         from tether.protocol.connection import auth_reply_of
@@ -205,7 +181,7 @@ class AsyncClient:
     def _send_register(self, name: str) -> None:
         if self.connected:
             self.connection.send_register(name)
-            self._wake.set()
+            self._flush()
 
     async def close(self) -> None:
         """Closes the connection; calls still waiting fail with AppOfflineError."""
@@ -213,22 +189,19 @@ class AsyncClient:
             self.functions.listeners.remove(self._on_new_function)
         if self._ws is not None:
             await self._ws.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._lost("the client was closed")
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _abort(self) -> None:
+        self._closed_reason = self._closed_reason or "connect failed"
         if self._ws is not None:
-            await self._ws.close()
-        self._closed_reason = "connect failed"
+            await self._ws.close(wait=1.0)
 
     async def wait_closed(self) -> None:
         """Waits until the connection ends."""
-        if self._tasks:
-            await asyncio.gather(self._tasks[0], return_exceptions=True)
+        if self._ws is not None:
+            await asyncio.shield(self._ws.closed)
 
     async def __aenter__(self) -> AsyncClient:
         return await self.connect()
@@ -274,43 +247,28 @@ class AsyncClient:
             future.set_exception(exc)
             return
         self._pending[call_id] = future
-        self._wake.set()
+        self._flush()
 
     # -- frames -------------------------------------------------------------------------
 
-    async def _flush(self) -> None:
-        assert self._ws is not None
+    def _flush(self) -> None:
+        ws = self._ws
+        if ws is None:
+            return
         for frame in self.connection.frames_to_send():
-            await self._ws.send(frame)
-
-    async def _write_forever(self) -> None:
-        wake = self._wake
-        while True:
-            await wake.wait()
-            wake.clear()
-            try:
-                await self._flush()
-            except websockets.ConnectionClosed:
-                return
-
-    async def _read_forever(self) -> None:
-        assert self._ws is not None
-        reason = "the server closed the connection"
-        try:
-            async for frame in self._ws:
-                self._receive(frame)
-        except websockets.ConnectionClosed as exc:
-            reason = f"connection to the server lost ({exc})"
-        except RemoteProtocolError as exc:
-            log.error("the server broke the protocol: %s", exc)
-            reason = f"the server broke the protocol: {exc}"
-            await self._ws.close(1002, str(exc)[:120])
-        finally:
-            self._lost(reason)
+            ws.send(frame)
 
     def _receive(self, frame: Frame) -> None:
+        """Called by the transport for each message, on the loop."""
         connection = self.connection
-        connection.receive_frame(frame)
+        try:
+            connection.receive_frame(frame)
+        except RemoteProtocolError as exc:
+            log.error("the server broke the protocol: %s", exc)
+            self._lost(f"the server broke the protocol: {exc}")
+            if self._ws is not None:
+                asyncio.get_running_loop().create_task(self._ws.close(1002, str(exc)[:120]))
+            return
         for event in connection.events_received():
             if type(event) is Response:
                 future = self._pending.pop(event.id, None)
@@ -322,17 +280,26 @@ class AsyncClient:
                     future.set_exception(event.error)
             elif type(event) is Call:
                 self._run_local(event)
+            elif type(event) is Authenticated:
+                self.trusted = event.priv == "uplink"
+                if self._auth is not None and not self._auth.done():
+                    self._auth.set_result(None)
+            elif type(event) is AuthFailed:
+                error = PermissionDenied(f"the server refused this connection: {event.message}")
+                if self._auth is not None and not self._auth.done():
+                    self._auth.set_exception(error)
+                else:
+                    log.error("the server ended this connection: %s", event.message)
             elif type(event) is Rejected:
                 log.warning("server call to %r refused: %s", event.command, event.error)
-            elif type(event) is AuthFailed:
-                log.error("the server ended this connection: %s", event.message)
-        if connection._out:
-            self._wake.set()
+        self._flush()
 
     def _lost(self, reason: str) -> None:
         if self._closed_reason is None:
             self._closed_reason = reason
         self.connection.receive_close()
+        if self._auth is not None and not self._auth.done():
+            self._auth.set_exception(AppOfflineError(reason))
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
@@ -382,7 +349,7 @@ class AsyncClient:
                 "".join(traceback.format_exception_only(error)).strip(),
             )
             self.connection.send_error(call.id, error)
-        self._wake.set()
+        self._flush()
 
 
 def _context_of(meta: dict[str, object]) -> CallContext:

@@ -1,0 +1,1 @@
+"""Transports move frames and decide nothing."""
