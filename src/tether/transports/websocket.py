@@ -89,7 +89,8 @@ class WebSocket(asyncio.Protocol):
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if frame.fin:
-                self.on_frame(frame.data.decode() if opcode is Opcode.TEXT else bytes(frame.data))
+                data = bytes(frame.data)
+                self.on_frame(data.decode() if opcode is Opcode.TEXT else data)
                 return
             self._fragments = [bytes(frame.data)]
             self._fragment_text = opcode is Opcode.TEXT
