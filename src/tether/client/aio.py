@@ -7,6 +7,7 @@ frames with ``websockets`` and turns events into results. Its sync twin
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import concurrent.futures
 import contextvars
@@ -48,7 +49,38 @@ log = logging.getLogger("tether.client")
 
 SUBPROTOCOL = "tether.v1"
 FRAME_SLACK = 64 * 1024
-AnyFuture = asyncio.Future[object] | concurrent.futures.Future[object]
+
+
+class Waiter:
+    """A one-shot result for a thread blocked on a call: a C-level lock, no Condition."""
+
+    __slots__ = ("_error", "_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+        self._value: object = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return not self._lock.locked()
+
+    def set_result(self, value: object) -> None:
+        self._value = value
+        self._lock.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._lock.release()
+
+    def result(self) -> object:
+        self._lock.acquire()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+AnyFuture = asyncio.Future[object] | concurrent.futures.Future[object] | Waiter
 
 
 def websocket_url(url: str) -> str:
@@ -232,6 +264,15 @@ class AsyncClient:
         self._loop.call_soon_threadsafe(self.start_call, name, args, kwargs, future)
         return future
 
+    def call_blocking(
+        self, name: str, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> object:
+        """Calls from any thread but the loop's and blocks until the answer (the sync path)."""
+        assert self._loop is not None, "not connected"
+        waiter = Waiter()
+        self._loop.call_soon_threadsafe(self.start_call, name, args, kwargs, waiter)
+        return waiter.result()
+
     def start_call(
         self, name: str, args: tuple[object, ...], kwargs: dict[str, object], future: AnyFuture
     ) -> None:
@@ -375,7 +416,7 @@ class _ClientCaller:
         self.client = client
 
     def call(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-        return self.client.call_threadsafe(name, args, kwargs).result()
+        return self.client.call_blocking(name, args, kwargs)
 
     async def acall(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         return await self.client.call(name, *args, **kwargs)

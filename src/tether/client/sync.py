@@ -57,7 +57,7 @@ class Client:
         """Calls server function ``name``, blocking until it returns; see AsyncClient.call."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("Client.call() from the client's own loop would deadlock; use acall")
-        return self.aio.call_threadsafe(name, args, kwargs).result()
+        return self.aio.call_blocking(name, args, kwargs)
 
     async def acall(self, name: str, *args: object, **kwargs: object) -> object:
         """Calls from a coroutine on another loop, without blocking that loop."""
