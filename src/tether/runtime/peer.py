@@ -80,6 +80,8 @@ class Peer:
         connection = self.connection
         connection.receive_frame(frame)
         for event in connection.events_received():
+            if self.close_reason is not None:
+                break  # refused: nothing after the refusal is acted on
             if type(event) is Call:
                 self._start_call(event)
             elif type(event) is Response:
