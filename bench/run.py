@@ -2,10 +2,11 @@
 
     python bench/run.py [--quick] [--only NAME,...] [--json FILE]
 
-For each peer: start its server as a subprocess on a free 127.0.0.1 port, wait until the
-port accepts, run a client worker subprocess (bench/worker.py) that runs every workload,
-then stop the server (always; SIGTERM, then SIGKILL to its whole process group).
-Prints a markdown table of medians and the Tether/peer CPU ratios.
+Runs the repetitions in interleaved rounds (round r = repetition r of every peer).  In a
+round, for each peer: start its server as a subprocess on a free 127.0.0.1 port, wait
+until the port accepts, run a client worker subprocess (bench/worker.py) that warms up and
+times every workload once, then stop the server (always; SIGTERM, then SIGKILL to its
+whole process group).  Prints a markdown table of medians and the Tether/peer CPU ratios.
 """
 
 from __future__ import annotations
@@ -22,18 +23,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from peers import BENCH_DIR, PEERS, TETHER, PeerInfo
-from peers.common import HOST, WORKLOADS, Plan
+from peers.common import HOST, WORKLOADS, Plan, machine_busy_seconds
 
 REPO_DIR = BENCH_DIR.parent
 SERVER_START_TIMEOUT_S = 30.0
 SERVER_STOP_TIMEOUT_S = 5.0
 PREFLIGHT_TIMEOUT_S = 60.0
+QUIET_THRESHOLD_CORES = 0.25  # before each peer, wait (bounded) until the machine is this idle
 DISTRIBUTIONS = (
     "websockets",
     "orjson",
@@ -97,6 +99,26 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> N
     raise RuntimeError(f"server did not accept connections on port {port} within {timeout:.0f}s")
 
 
+def busy_cores(window_s: float = 0.3) -> float:
+    """Average number of busy cores on the machine over `window_s` (from /proc/stat)."""
+    before = machine_busy_seconds()
+    time.sleep(window_s)
+    return (machine_busy_seconds() - before) / window_s
+
+
+def wait_quiet(max_wait_s: float, threshold: float = QUIET_THRESHOLD_CORES) -> str:
+    """Wait (bounded) until other processes use under `threshold` cores; say what was seen."""
+    deadline = time.monotonic() + max_wait_s
+    busy = busy_cores()
+    waited = False
+    while busy >= threshold and time.monotonic() < deadline:
+        waited = True
+        busy = busy_cores()
+    if busy >= threshold:
+        return f"machine still busy ({busy:.2f} cores) after waiting {max_wait_s:.0f}s"
+    return f"waited for a quiet machine ({busy:.2f} cores busy)" if waited else ""
+
+
 def preflight(peer: PeerInfo) -> str | None:
     """Import the peer's modules in a fresh interpreter; return a reason to skip, or None."""
     code = "; ".join(f"import {m}" for m in peer.requires)
@@ -125,19 +147,16 @@ def worker_timeout(plan: Plan) -> float:
 # --- running one peer -----------------------------------------------------------------
 
 
-def run_peer(peer: PeerInfo, plan: Plan, workdir: Path) -> PeerResult:
-    result = PeerResult(peer.name, peer.label)
-    reason = preflight(peer)
-    if reason:
-        result.skipped = reason
-        print(f"[{peer.name}] SKIPPED: {reason}", flush=True)
-        return result
+def run_round(peer: PeerInfo, plan: Plan, rnd: int, workdir: Path) -> list[dict[str, Any]]:
+    """One round for one peer: fresh server, one worker running `plan`, server stopped.
+
+    Returns the worker's samples; raises RuntimeError (with log tails) on any failure.
+    """
     port = free_port()
-    server_log = workdir / f"{peer.name}.server.log"
-    worker_log = workdir / f"{peer.name}.worker.log"
-    out_file = workdir / f"{peer.name}.json"
-    t0 = time.monotonic()
-    print(f"[{peer.name}] starting server on {HOST}:{port}", flush=True)
+    stem = f"{peer.name}.{rnd}"
+    server_log = workdir / f"{stem}.server.log"
+    worker_log = workdir / f"{stem}.worker.log"
+    out_file = workdir / f"{stem}.json"
     with open(server_log, "wb") as slog:
         server = subprocess.Popen(
             peer.server_argv(HOST, port),
@@ -171,28 +190,60 @@ def run_peer(peer: PeerInfo, plan: Plan, workdir: Path) -> PeerResult:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        budget = worker_timeout(plan)
         try:
-            rc = worker.wait(timeout=worker_timeout(plan))
+            rc: int | None = worker.wait(timeout=budget)
         except subprocess.TimeoutExpired:
             rc = None
         finally:
             stop_group(worker)
         if rc is None:
-            raise RuntimeError(
-                f"client worker timed out after {worker_timeout(plan):.0f}s\n{tail(worker_log)}"
-            )
+            raise RuntimeError(f"client worker timed out after {budget:.0f}s\n{tail(worker_log)}")
         if rc != 0:
             raise RuntimeError(f"client worker exited with code {rc}\n{tail(worker_log)}")
         if server.poll() is not None:
             raise RuntimeError(f"server died during the run (code {server.returncode})")
-        result.samples = json.loads(out_file.read_text())["samples"]
+        samples: list[dict[str, Any]] = json.loads(out_file.read_text())["samples"]
     except Exception as exc:
-        result.error = f"{exc}\n  server log:\n{tail(server_log)}"
-        print(f"[{peer.name}] ERROR: {result.error}", flush=True)
+        raise RuntimeError(f"{exc}\n  server log:\n{tail(server_log)}") from exc
     finally:
         stop_group(server)
-    print(f"[{peer.name}] done in {time.monotonic() - t0:.1f}s", flush=True)
-    return result
+    for sample in samples:
+        sample["rep"] = rnd
+    return samples
+
+
+def run_all(names: list[str], plan: Plan, quiet_wait_s: float) -> list[PeerResult]:
+    """Interleaved rounds: round r runs repetition r of every peer, in order.
+
+    Each repetition of a peer gets a fresh server and client worker (with its own warm-up),
+    so a slow period on the machine spreads over all peers instead of one peer's reps.
+    """
+    results = {name: PeerResult(name, PEERS[name].label) for name in names}
+    for name in names:
+        reason = preflight(PEERS[name])
+        if reason:
+            results[name].skipped = reason
+            print(f"[{name}] SKIPPED: {reason}", flush=True)
+    one_rep = replace(plan, reps=1)
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+        for rnd in range(plan.reps):
+            for name in names:
+                res = results[name]
+                if res.skipped or res.error:
+                    continue
+                tag = f"[round {rnd + 1}/{plan.reps}] [{name}]"
+                if quiet_wait_s > 0 and (note := wait_quiet(quiet_wait_s)):
+                    print(f"{tag} {note}", flush=True)
+                t0 = time.monotonic()
+                try:
+                    res.samples += run_round(PEERS[name], one_rep, rnd, Path(tmp))
+                except RuntimeError as exc:
+                    res.error = str(exc)
+                    print(f"{tag} ERROR: {res.error}", flush=True)
+                    continue
+                print(f"{tag} done in {time.monotonic() - t0:.1f}s", flush=True)
+    return list(results.values())
 
 
 # --- reporting ------------------------------------------------------------------------
@@ -208,6 +259,13 @@ class Summary:
     reps: int
     truncated: bool
     all_cpu_us: list[float]
+    other_load_pct: float  # max over reps: other processes' CPU, % of one core
+
+
+def other_load_pct(s: dict[str, Any]) -> float:
+    """CPU used by everything but this client and server during a loop, in % of one core."""
+    other = s.get("machine_busy_s", 0.0) - s["client_cpu_s"] - s["server_cpu_s"]
+    return max(0.0, other) / s["wall_s"] * 100 if s["wall_s"] > 0 else 0.0
 
 
 def summarize(samples: list[dict[str, Any]], workload: str) -> Summary | None:
@@ -241,6 +299,7 @@ def summarize(samples: list[dict[str, Any]], workload: str) -> Summary | None:
         reps=n,
         truncated=any(s["truncated"] for s in rows),
         all_cpu_us=[r["cpu"] for r in per_call],
+        other_load_pct=max(other_load_pct(s) for s in rows),
     )
 
 
@@ -251,14 +310,14 @@ def fmt(x: float) -> str:
 def report(results: list[PeerResult], plan: Plan) -> str:
     lines = [
         "| peer | workload | CPU µs/call (client+server) | client µs | server µs | wall µs "
-        "| calls x reps | all reps CPU µs |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| calls x reps | all reps CPU µs | other load |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     summaries: dict[tuple[str, str], Summary] = {}
     for res in results:
         if res.skipped or res.error:
             status = "skipped" if res.skipped else "error"
-            lines.append(f"| {res.label} | - | {status} | | | | | |")
+            lines.append(f"| {res.label} | - | {status} | | | | | | |")
             continue
         for workload in plan.workloads:
             s = summarize(res.samples, workload)
@@ -269,7 +328,8 @@ def report(results: list[PeerResult], plan: Plan) -> str:
             reps = ", ".join(fmt(x) for x in s.all_cpu_us)
             lines.append(
                 f"| {res.label} | {workload} | **{fmt(s.cpu_us)}** | {fmt(s.client_us)} "
-                f"| {fmt(s.server_us)} | {fmt(s.wall_us)} | {s.calls} x {s.reps}{flag} | {reps} |"
+                f"| {fmt(s.server_us)} | {fmt(s.wall_us)} | {s.calls} x {s.reps}{flag} | {reps} "
+                f"| {s.other_load_pct:.0f}% |"
             )
     lines.append("")
     tether_ran = any(p == TETHER for p, _ in summaries)
@@ -293,6 +353,30 @@ def report(results: list[PeerResult], plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def git_revision() -> str | None:
+    """The repository's commit (read-only git calls), with "+dirty" if src/ has changes."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
 def environment() -> dict[str, Any]:
     cpu_model = ""
     try:
@@ -314,6 +398,7 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_model,
         "cores": os.cpu_count(),
         "loadavg_at_start": os.getloadavg(),
+        "tether_revision": git_revision(),
         "versions": versions,
     }
 
@@ -335,6 +420,16 @@ def main() -> int:
     parser.add_argument(
         "--json", metavar="FILE", help="also write all samples and the summary as JSON"
     )
+    parser.add_argument(
+        "--reps", type=int, default=3, help="repetitions (interleaved rounds); default 3"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        metavar="SECONDS",
+        help="before each peer, wait up to this long for other processes to go idle "
+        "(default: 5 full, 2 quick; 0 disables)",
+    )
     args = parser.parse_args()
 
     names = list(PEERS)
@@ -343,19 +438,22 @@ def main() -> int:
         unknown = [n for n in names if n not in PEERS]
         if unknown:
             parser.error(f"unknown peer(s) {unknown}; choose from {list(PEERS)}")
-    plan = Plan.quick() if args.quick else Plan()
+    if not 1 <= args.reps <= 20:
+        parser.error("--reps must be between 1 and 20")
+    plan = replace(Plan.quick() if args.quick else Plan(), reps=args.reps)
+    if args.quiet_wait is None:
+        args.quiet_wait = 2.0 if args.quick else 5.0
     env = environment()
     print(
         f"# Tether bench ({'quick' if args.quick else 'full'}): {env['cores']} cores, "
-        f"{env['cpu']}, Python {env['python']}, load average {env['loadavg_at_start'][0]:.2f}",
+        f"{env['cpu']}, Python {env['python']}, load average {env['loadavg_at_start'][0]:.2f}, "
+        f"tether at {env['tether_revision']}",
         flush=True,
     )
     print(f"plan: {json.dumps(plan.to_dict())}", flush=True)
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v), flush=True)
     t0 = time.monotonic()
-    results: list[PeerResult] = []
-    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
-        for name in names:
-            results.append(run_peer(PEERS[name], plan, Path(tmp)))
+    results = run_all(names, plan, args.quiet_wait)
     table = report(results, plan)
     print()
     print(table)

@@ -2,7 +2,7 @@
 
 ``python bench/worker.py NAME --port P --server-pid PID --plan JSON --out FILE``
 
-Started by bench/run.py (one worker process per peer, so the client's
+Started by bench/run.py (a new worker process for each peer and round, so the client's
 ``time.process_time()`` covers that peer's client alone).  Writes its samples as JSON.
 """
 

@@ -1,8 +1,8 @@
 """Shared pieces of the benchmark: the Item class, the workload plan and the timed loops.
 
 Everything here runs inside a *client worker* process (bench/worker.py) or a peer's
-server process (bench/serve.py).  The harness (bench/run.py) imports none of it except
-the ``Plan`` dataclass.
+server process (bench/serve.py).  The harness (bench/run.py) uses only the plan, the
+constants and the /proc readers from here; it never imports a framework.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def check_items(result: Any, sent: Sequence[ItemLike], cls: type[Any]) -> None:
             raise AssertionError(f"roundtrip returned {type(got)!r}, want real {cls.__name__}")
         if got is want:
             raise AssertionError("roundtrip returned the very same object, not a copy")
-        if (got.id, got.name, list(got.tags)) != (want.id, want.name, want.tags):
+        same = (got.id, got.name, got.tags) == (want.id, want.name, want.tags)
+        if not same or type(got.tags) is not list:
             raise AssertionError(f"roundtrip changed an item: {got!r} != {want!r}")
 
 
@@ -134,6 +135,15 @@ def process_tree(pid: int) -> list[int]:
 # --- Recording samples ----------------------------------------------------------------
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent busy since boot (/proc/stat, clock-tick resolution)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait
+    ticks = [int(x) for x in fields[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _CLK_TCK
+
+
 @dataclass
 class Sample:
     workload: str
@@ -143,6 +153,10 @@ class Sample:
     server_cpu_s: float
     wall_s: float
     truncated: bool
+    machine_busy_s: float  # all processes on the machine: a noise indicator
+
+
+Mark = tuple[float, float, float, float]
 
 
 class Recorder:
@@ -163,21 +177,23 @@ class Recorder:
                     raise  # the server itself vanished: the sample is worthless
         return total
 
-    def start(self) -> tuple[float, float, float]:
+    def start(self) -> Mark:
         self._pids = process_tree(self.server_pid)
+        machine = machine_busy_seconds()
         server = self._server_cpu()
         client = time.process_time()
-        return server, client, time.perf_counter()
+        return machine, server, client, time.perf_counter()
 
-    def stop(
-        self, mark: tuple[float, float, float], workload: str, rep: int, calls: int, truncated: bool
-    ) -> None:
+    def stop(self, mark: Mark, workload: str, rep: int, calls: int, truncated: bool) -> None:
         wall = time.perf_counter()
         client = time.process_time()
         server = self._server_cpu()
-        s0, c0, w0 = mark
+        machine = machine_busy_seconds()
+        m0, s0, c0, w0 = mark
         self.samples.append(
-            Sample(workload, rep, calls, client - c0, server - s0, wall - w0, truncated)
+            Sample(
+                workload, rep, calls, client - c0, server - s0, wall - w0, truncated, machine - m0
+            )
         )
 
 

@@ -9,7 +9,6 @@ converts the reply to Items again.  Sync server (ThreadPoolExecutor) and sync st
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import shutil
 import sys
@@ -35,26 +34,31 @@ SERVICE = "tetherbench.Bench"
 
 
 def load_messages() -> ModuleType:
-    """Compile PROTO into a temp dir and import the generated module."""
+    """Compile PROTO into a temp dir, import the generated module, remove the dir."""
     from grpc_tools import protoc
 
     out = Path(tempfile.mkdtemp(prefix="tether-bench-grpc-"))
-    atexit.register(shutil.rmtree, out, ignore_errors=True)
-    (out / "tetherbench.proto").write_text(PROTO)
-    include = Path(protoc.__file__).parent / "_proto"
-    rc = protoc.main(
-        [
-            "protoc",
-            f"-I{out}",
-            f"-I{include}",
-            f"--python_out={out}",
-            str(out / "tetherbench.proto"),
-        ]
-    )
-    if rc != 0:
-        raise RuntimeError(f"protoc failed with exit code {rc}")
-    sys.path.insert(0, str(out))
-    return importlib.import_module("tetherbench_pb2")
+    try:
+        (out / "tetherbench.proto").write_text(PROTO)
+        include = Path(protoc.__file__).parent / "_proto"
+        rc = protoc.main(
+            [
+                "protoc",
+                f"-I{out}",
+                f"-I{include}",
+                f"--python_out={out}",
+                str(out / "tetherbench.proto"),
+            ]
+        )
+        if rc != 0:
+            raise RuntimeError(f"protoc failed with exit code {rc}")
+        sys.path.insert(0, str(out))
+        try:
+            return importlib.import_module("tetherbench_pb2")
+        finally:
+            sys.path.remove(str(out))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _items_to_msg(pb2: ModuleType, items: list[Item]) -> Any:
