@@ -67,15 +67,17 @@ class WebSocket(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        code = self.ws.close_code
-        reason = f"code {code}" + (f", {self.ws.close_reason}" if self.ws.close_reason else "")
+        received = self.ws.close_rcvd
+        if received is not None:
+            reason = f"code {received.code}" + (f", {received.reason}" if received.reason else "")
+        else:
+            reason = str(exc) if exc is not None else "closed without a close frame"
         if not self.opened.done():
-            self.opened.set_exception(
-                ConnectionError(f"connection closed during the handshake ({exc})")
-            )
+            error = ConnectionError(f"connection closed during the handshake ({reason})")
+            self.opened.set_exception(error)
         if not self.closed.done():
             self.closed.set_result(None)
-        self.on_close(f"connection to the server lost ({reason if code is not None else exc})")
+        self.on_close(f"connection to the server lost ({reason})")
 
     # -- frames -------------------------------------------------------------------------
 
