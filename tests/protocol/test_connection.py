@@ -1012,3 +1012,27 @@ def test_a_late_answer_with_bad_media_entries_is_dropped_quietly() -> None:
     client.receive_frame(orjson.dumps(bad).decode())
     assert client.events_received() == []
     assert client.state is State.OPEN
+
+
+def test_the_garbage_collector_is_paused_only_while_decoding_and_encoding() -> None:
+    import gc
+
+    client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
+    client.send_hello(None)
+    relay(client, server)
+    server.accept("client", {})
+    relay(server, client)
+    assert gc.isenabled()
+    client.send_call("f", [1], {})
+    relay(client, server)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        client.send_call("f", [2], {})
+        relay(client, server)
+        assert not gc.isenabled()  # a caller's choice to disable it is kept
+    finally:
+        gc.enable()
+    with pytest.raises(RemoteProtocolError):
+        server.receive_frame("{broken")
+    assert gc.isenabled()

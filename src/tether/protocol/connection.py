@@ -8,6 +8,7 @@ the runtime only acts on events. Nothing here touches a socket, a loop or a cloc
 from __future__ import annotations
 
 import enum
+import gc
 import itertools
 import os
 from collections.abc import Mapping
@@ -246,9 +247,23 @@ class Connection:
     def receive_frame(self, frame: Frame) -> None:
         """Reads one frame; then call :meth:`events_received` and :meth:`frames_to_send`.
 
+        The cyclic garbage collector is paused while the frame is decoded: a decoded tree
+        and the objects built from it hold no cycles, and an object-heavy message would
+        otherwise set off collections that walk every object of the process.
+
         Raises:
             RemoteProtocolError: the peer broke the protocol; close this connection.
         """
+        if not gc.isenabled():
+            self._receive_frame(frame)
+            return
+        gc.disable()
+        try:
+            self._receive_frame(frame)
+        finally:
+            gc.enable()
+
+    def _receive_frame(self, frame: Frame) -> None:
         if self.state is State.CLOSED:
             return
         if isinstance(frame, bytes):
@@ -332,6 +347,18 @@ class Connection:
         self._out.append(orjson.dumps(message).decode())
 
     def _send_values(
+        self, header: dict[str, object], values: dict[str, object], request_id: str
+    ) -> None:
+        if not gc.isenabled():
+            self._encode_values(header, values, request_id)
+            return
+        gc.disable()  # encoding builds trees without cycles; see receive_frame
+        try:
+            self._encode_values(header, values, request_id)
+        finally:
+            gc.enable()
+
+    def _encode_values(
         self, header: dict[str, object], values: dict[str, object], request_id: str
     ) -> None:
         encoded = encode_values(values, self.registry, self.limits, compact=self.compact)
