@@ -197,45 +197,34 @@ class Encoder:
                     out.append(item)
                 continue
             portable = by_class.get(t)
-            if (
-                compact
-                and portable is not None
-                and not portable.serialize
-                and not portable.is_exception
-                and depth + 2 < self.max_depth
-            ):
-                # Fast path: a default portable object whose attributes are plain values
-                # or flat lists of them goes out as its own __dict__, in a run.
-                data = getattr(item, "__dict__", None)
-                if type(data) is dict and _flat(data):
-                    before = len(objects)
-                    if run is not None and run_class is portable and run_at == before - 1:
-                        run.append(i)
-                    else:
-                        run = [i]
-                        run_class = portable
-                        run_at = before
-                        objects.append(
-                            {
-                                "path": path.copy(),
-                                "type": ["ValueType"],
-                                "typeName": portable.name,
-                                "items": run,
-                            }
-                        )
-                    if out is None:
-                        out = list(seq[:i])
-                    out.append(data)
-                    continue
-            path.append(i)
             if portable is None:
+                path.append(i)
                 new = self.value(item, depth)
-            elif compact:
+                path.pop()
+            elif not compact:
+                path.append(i)
+                new = self.portable(item, portable, depth)
+                path.pop()
+            else:
                 before = len(objects)
-                new = self.portable_data(item, portable, depth)
-                if len(objects) != before:
+                # Fast path: a default portable object whose attributes are plain values or
+                # flat lists of them goes out as its own __dict__ (no walk, no copy).
+                data = (
+                    getattr(item, "__dict__", None)
+                    if not portable.serialize
+                    and not portable.is_exception
+                    and depth + 2 < self.max_depth
+                    else None
+                )
+                if type(data) is dict and _flat(data):
+                    new = data
+                else:
+                    path.append(i)
+                    new = self.portable_data(item, portable, depth)
+                    path.pop()
+                if len(objects) != before:  # it held objects: its own entry, after theirs
                     objects.append(
-                        {"path": list(path), "type": ["ValueType"], "typeName": portable.name}
+                        {"path": [*path, i], "type": ["ValueType"], "typeName": portable.name}
                     )
                 elif run is not None and run_class is portable and run_at == before - 1:
                     run.append(i)
@@ -245,15 +234,12 @@ class Encoder:
                     run_at = before
                     objects.append(
                         {
-                            "path": path[:-1],
+                            "path": path.copy(),
                             "type": ["ValueType"],
                             "typeName": portable.name,
                             "items": run,
                         }
                     )
-            else:
-                new = self.portable(item, portable, depth)
-            path.pop()
             if out is None:
                 if new is item and type(seq) is list:
                     continue
