@@ -43,7 +43,6 @@ from tether.protocol import (
     Role,
     State,
 )
-from tether.protocol.connection import auth_reply_of
 
 REGISTRY = PortableRegistry()
 SMALL = Limits(max_frame_bytes=1024)
@@ -156,7 +155,7 @@ def test_handshake_accept() -> None:
     client = Connection(Role.CLIENT, registry=REGISTRY)
     server = Connection(Role.SERVER, registry=REGISTRY)
     assert client.state is server.state is State.NEW
-    assert auth_reply_of(client) == {}
+    assert client.events_received() == []
     client.send_hello("k", session="s1")
     assert client.state is State.AUTHENTICATING
     [hello_frame] = client.frames_to_send()
@@ -166,9 +165,11 @@ def test_handshake_accept() -> None:
     assert server.state is State.AUTHENTICATING
     server.accept("uplink", {"name": "app"}, session="s2")
     assert server.state is State.OPEN
-    assert relay(server, client) == [Authenticated("uplink", {"name": "app"})]
+    [authenticated] = relay(server, client)
+    assert authenticated == Authenticated("uplink", {"name": "app"})
     assert client.state is State.OPEN
-    assert auth_reply_of(client)["session"] == "s2"
+    assert isinstance(authenticated, Authenticated)
+    assert authenticated.extra["session"] == "s2"
 
 
 def test_handshake_without_a_key_or_version() -> None:

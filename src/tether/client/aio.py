@@ -164,7 +164,6 @@ class AsyncClient:
                 self.connection.send_hello(self.key)
                 self._flush()
                 await self._auth
-            self._adopt_server_limits()
             self._register_functions()
             self._flush()
         except (OSError, TimeoutError, websockets.InvalidHandshake, AppOfflineError) as exc:
@@ -177,10 +176,8 @@ class AsyncClient:
             raise
         return self
 
-    def _adopt_server_limits(self) -> None:
-        from tether.protocol.connection import auth_reply_of
-
-        limits = auth_reply_of(self.connection).get("limits")
+    def _adopt_server_limits(self, limits: object) -> None:
+        """Sends no frame larger than the server accepts (from its auth reply)."""
         if type(limits) is dict:
             frame = limits.get("max_frame_bytes")
             if type(frame) is int and 0 < frame < self.limits.max_frame_bytes:
@@ -323,6 +320,7 @@ class AsyncClient:
                 self._run_local(event)
             elif type(event) is Authenticated:
                 self.trusted = event.priv == "uplink"
+                self._adopt_server_limits(event.extra.get("limits"))
                 if self._auth is not None and not self._auth.done():
                     self._auth.set_result(None)
             elif type(event) is AuthFailed:

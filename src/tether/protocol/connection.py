@@ -310,10 +310,10 @@ class Connection:
                 raise RemoteProtocolError("unexpected auth reply")
             self.state = State.OPEN
             info = message.get("app-info")
+            extra = {k: v for k, v in message.items() if k not in ("auth", "priv", "app-info")}
             self._events.append(
-                Authenticated(str(message.get("priv")), info if type(info) is dict else {})
+                Authenticated(str(message.get("priv")), info if type(info) is dict else {}, extra)
             )
-            self._auth_extra = message
         elif kind is None and self.role is Role.CLIENT and "error" in message:
             self.state = State.CLOSED
             self._events.append(AuthFailed(str(message["error"])))
@@ -582,8 +582,3 @@ def _message(error: BaseException) -> str:
     if isinstance(error, RemoteError):
         return str(error.args[0]) if error.args else ""
     return str(error)
-
-
-def auth_reply_of(connection: Connection) -> dict[str, object]:
-    """The whole auth reply the server sent (client side), for extension fields."""
-    return getattr(connection, "_auth_extra", {})

@@ -29,10 +29,12 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class Authenticated:
-    """Client side: the server accepted the key."""
+    """Client side: the server accepted the key. ``extra`` holds the reply's other fields
+    (Tether servers send their ``limits``)."""
 
     priv: str
     info: dict[str, object]
+    extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
