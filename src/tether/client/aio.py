@@ -31,6 +31,8 @@ from tether.errors import (
 )
 from tether.functions import FunctionRegistry, ServerFunction, function_registry
 from tether.protocol import (
+    FRAME_SLACK,
+    SUBPROTOCOL,
     Authenticated,
     AuthFailed,
     Call,
@@ -46,9 +48,6 @@ from tether.transports.websocket import WebSocket, open_websocket
 __all__ = ["AsyncClient", "websocket_url"]
 
 log = logging.getLogger("tether.client")
-
-SUBPROTOCOL = "tether.v1"
-FRAME_SLACK = 64 * 1024
 
 
 class Waiter:

@@ -1,6 +1,14 @@
 """The sans-I/O protocol: frames <-> events. No asyncio, no sockets, no clock."""
 
-from tether.protocol.connection import PROTOCOL_VERSION, Connection, Frame, Role, State
+from tether.protocol.connection import (
+    FRAME_SLACK,
+    PROTOCOL_VERSION,
+    SUBPROTOCOL,
+    Connection,
+    Frame,
+    Role,
+    State,
+)
 from tether.protocol.events import (
     Authenticated,
     AuthFailed,
@@ -14,7 +22,9 @@ from tether.protocol.events import (
 )
 
 __all__ = [
+    "FRAME_SLACK",
     "PROTOCOL_VERSION",
+    "SUBPROTOCOL",
     "AuthFailed",
     "Authenticated",
     "Call",

@@ -49,9 +49,13 @@ from tether.protocol.events import (
     Response,
 )
 
-__all__ = ["PROTOCOL_VERSION", "Connection", "Frame", "Role", "State"]
+__all__ = ["FRAME_SLACK", "PROTOCOL_VERSION", "SUBPROTOCOL", "Connection", "Frame", "Role", "State"]
 
 PROTOCOL_VERSION = 8
+SUBPROTOCOL = "tether.v1"
+"""The WebSocket subprotocol of Tether's own peers (they may receive compact object runs)."""
+FRAME_SLACK = 64 * 1024
+"""Room for WebSocket framing over ``max_frame_bytes`` when sizing a transport's limit."""
 ECHO = "anvil.private.echo"
 MAX_ID_LENGTH = 128
 

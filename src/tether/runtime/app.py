@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from starlette.applications import Starlette
 
 from tether.errors import FrameTooLarge, RemoteProtocolError
-from tether.protocol import Frame
+from tether.protocol import SUBPROTOCOL, Frame
 from tether.runtime.dispatcher import Dispatcher, ServerOptions
 from tether.runtime.peer import Peer
 
@@ -24,7 +24,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 SendMessage = Callable[[Message], Awaitable[None]]
 
-SUBPROTOCOL = "tether.v1"
 WEBSOCKET_PATHS = {"/_/ws": "tether", "/_/uplink": "uplink"}
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_POLICY = 1008

@@ -23,6 +23,7 @@ from tether.errors import (
 )
 from tether.functions import ServerFunction
 from tether.protocol import (
+    SUBPROTOCOL,
     Call,
     Connection,
     Failure,
@@ -59,7 +60,7 @@ class Peer:
             Role.SERVER,
             registry=dispatcher.registry,
             limits=dispatcher.limits,
-            compact=subprotocol == "tether.v1",
+            compact=subprotocol == SUBPROTOCOL,
         )
         self._send = send
         self._lock = asyncio.Lock()

@@ -9,11 +9,10 @@ from contextlib import contextmanager
 
 import uvicorn
 
+from tether.protocol import FRAME_SLACK
 from tether.runtime.app import TetherApp
 
 __all__ = ["serve_forever", "serve_in_thread", "uvicorn_config"]
-
-FRAME_SLACK = 64 * 1024  # room for the frame header over the message limit
 
 
 def uvicorn_config(
