@@ -11,7 +11,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["FunctionRegistry", "ServerFunction", "function_registry"]
+from tether.errors import NoServerFunctionError
+
+__all__ = ["FunctionRegistry", "ServerFunction", "function_registry", "missing_function"]
 
 UserPredicate = Callable[[object], bool]
 
@@ -64,3 +66,8 @@ class FunctionRegistry:
 
 function_registry = FunctionRegistry()
 """The process-wide registry that ``server.callable`` fills."""
+
+
+def missing_function(name: str) -> NoServerFunctionError:
+    """The error for a call to a name nothing is registered under."""
+    return NoServerFunctionError(f"no server function named {name!r}")

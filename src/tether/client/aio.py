@@ -24,12 +24,11 @@ from tether.codec import Limits, PortableRegistry, portable_registry
 from tether.context import CallContext, CallState, ClientInfo, StackFrame, current_call
 from tether.errors import (
     AppOfflineError,
-    NoServerFunctionError,
     PermissionDenied,
     RemoteProtocolError,
     SerializationError,
 )
-from tether.functions import FunctionRegistry, ServerFunction, function_registry
+from tether.functions import FunctionRegistry, ServerFunction, function_registry, missing_function
 from tether.protocol import (
     FRAME_SLACK,
     SUBPROTOCOL,
@@ -350,9 +349,7 @@ class AsyncClient:
     def _run_local(self, call: Call) -> None:
         entry = self.functions.get(call.command) if self.trusted and self.register else None
         if entry is None:
-            self.connection.send_error(
-                call.id, NoServerFunctionError(f"no server function named {call.command!r}")
-            )
+            self.connection.send_error(call.id, missing_function(call.command))
             return
         state = CallState(_context_of(call.meta), _ClientCaller(self))
         ctx = contextvars.copy_context()

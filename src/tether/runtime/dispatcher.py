@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from tether._pool import CallPool, Done
 from tether.codec import Limits, PortableRegistry, copy_values, portable_registry
 from tether.context import CallContext, CallState, ClientInfo, StackFrame, current_call
-from tether.errors import NoServerFunctionError, PermissionDenied
-from tether.functions import FunctionRegistry, ServerFunction, function_registry
+from tether.errors import PermissionDenied
+from tether.functions import FunctionRegistry, ServerFunction, function_registry, missing_function
 
 if TYPE_CHECKING:
     from tether.runtime.peer import Peer
@@ -118,6 +118,13 @@ class Dispatcher:
                 del self._peer_exact[name]
         self._peer_patterns = [(p, q) for p, q in self._peer_patterns if q is not peer]
 
+    def require(self, name: str) -> ServerFunction | Peer:
+        """Like :meth:`resolve`, but raises NoServerFunctionError when nothing is found."""
+        target = self.resolve(name)
+        if target is None:
+            raise missing_function(name)
+        return target
+
     def resolve(self, name: str) -> ServerFunction | Peer | None:
         """The peer that registered ``name`` (the newest), else the local function."""
         peers = self._peer_exact.get(name)
@@ -160,9 +167,7 @@ class Dispatcher:
         self, name: str, args: list[object], kwargs: dict[str, object], state: CallState
     ) -> object:
         """Runs ``name`` wherever it lives, for arguments that are already copies."""
-        target = self.resolve(name)
-        if target is None:
-            raise NoServerFunctionError(f"no server function named {name!r}")
+        target = self.require(name)
         if isinstance(target, ServerFunction):
             assert self.loop is not None
             future: asyncio.Future[object] = self.loop.create_future()
@@ -244,9 +249,7 @@ class ServerCaller:
             )
         copied_args, copied_kwargs = self._copy_call(args, kwargs)
         state = nested_state(current_call.get(), self)
-        target = dispatcher.resolve(name)
-        if target is None:
-            raise NoServerFunctionError(f"no server function named {name!r}")
+        target = dispatcher.require(name)
         if isinstance(target, ServerFunction) and not target.is_async:
             check_user(target)
             ctx = contextvars.copy_context()

@@ -16,12 +16,11 @@ from collections.abc import Awaitable, Callable
 
 from tether.context import CallContext, CallState, ClientInfo, StackFrame
 from tether.errors import (
-    NoServerFunctionError,
     SerializationError,
     TetherError,
     UplinkDisconnectedError,
 )
-from tether.functions import ServerFunction
+from tether.functions import ServerFunction, missing_function
 from tether.protocol import (
     SUBPROTOCOL,
     Call,
@@ -168,23 +167,17 @@ class Peer:
         assert self.context is not None
         state = CallState(self.context, self.dispatcher.caller)
         dispatcher = self.dispatcher
-        target = dispatcher.resolve(call.command)
-        if target is None:
-            self._reply_error(
-                call, NoServerFunctionError(f"no server function named {call.command!r}")
-            )
-            return
         done = functools.partial(self._finish_call, call)
-        if isinstance(target, ServerFunction):
-            try:
+        try:
+            target = dispatcher.require(call.command)
+            if isinstance(target, ServerFunction):
                 dispatcher.start_local(target, call.args, call.kwargs, state, done)
-            except Exception as exc:  # refused before it ran (require_user)
-                self._reply_error(call, exc)
-        else:
-            task = asyncio.ensure_future(
-                target.call_peer(call.command, call.args, call.kwargs, state)
-            )
-            task.add_done_callback(functools.partial(_report, done))
+                return
+        except Exception as exc:  # no such function, or refused before it ran (require_user)
+            self._reply_error(call, exc)
+            return
+        task = asyncio.ensure_future(target.call_peer(call.command, call.args, call.kwargs, state))
+        task.add_done_callback(functools.partial(_report, done))
 
     def _finish_call(self, call: Call, result: object, error: BaseException | None) -> None:
         if self.closed:
@@ -215,7 +208,7 @@ class Peer:
     ) -> object:
         """Runs ``name`` on this peer (it registered it) and waits for the answer."""
         if self.closed:
-            raise NoServerFunctionError(f"no server function named {name!r}")
+            raise missing_function(name)
         context = state.context
         caller = context.remote_caller
         meta: dict[str, object] = {
