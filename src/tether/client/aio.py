@@ -14,7 +14,6 @@ import contextvars
 import functools
 import logging
 import traceback
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -131,7 +130,6 @@ class AsyncClient:
         self._threads = threads
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed_reason: str | None = None
-        self.on_close: list[Callable[[str], None]] = []
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -341,8 +339,6 @@ class AsyncClient:
         for future in pending.values():
             if not future.done():
                 future.set_exception(AppOfflineError(reason))
-        for callback in self.on_close:
-            callback(reason)
 
     # -- calls from the server ----------------------------------------------------------
 

@@ -11,7 +11,7 @@ import enum
 import gc
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,14 +258,7 @@ class Connection:
         Raises:
             RemoteProtocolError: the peer broke the protocol; close this connection.
         """
-        if not gc.isenabled():
-            self._receive_frame(frame)
-            return
-        gc.disable()
-        try:
-            self._receive_frame(frame)
-        finally:
-            gc.enable()
+        _without_gc(self._receive_frame, frame)
 
     def _receive_frame(self, frame: Frame) -> None:
         if self.state is State.CLOSED:
@@ -353,14 +346,7 @@ class Connection:
     def _send_values(
         self, header: dict[str, object], values: dict[str, object], request_id: str
     ) -> None:
-        if not gc.isenabled():
-            self._encode_values(header, values, request_id)
-            return
-        gc.disable()  # encoding builds trees without cycles; see receive_frame
-        try:
-            self._encode_values(header, values, request_id)
-        finally:
-            gc.enable()
+        _without_gc(self._encode_values, header, values, request_id)  # see receive_frame
 
     def _encode_values(
         self, header: dict[str, object], values: dict[str, object], request_id: str
@@ -586,3 +572,15 @@ def _message(error: BaseException) -> str:
     if isinstance(error, RemoteError):
         return str(error.args[0]) if error.args else ""
     return str(error)
+
+
+def _without_gc(work: Callable[..., None], *args: object) -> None:
+    """Runs ``work`` with the cyclic collector paused, if it was running."""
+    if not gc.isenabled():
+        work(*args)
+        return
+    gc.disable()
+    try:
+        work(*args)
+    finally:
+        gc.enable()

@@ -37,7 +37,6 @@ class TetherApp:
         self.options = options
         self.dispatcher = Dispatcher(options)
         self.http = Starlette()
-        self.peers: set[Peer] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: SendMessage) -> None:
         kind = scope["type"]
@@ -106,7 +105,6 @@ class TetherApp:
             dialect=dialect,
             subprotocol=subprotocol,
         )
-        self.peers.add(peer)
         code, reason = 1000, ""
         try:
             async with asyncio.timeout(self.options.handshake_timeout):
@@ -125,7 +123,6 @@ class TetherApp:
             reason = str(exc)
         finally:
             peer.close()
-            self.peers.discard(peer)
         if message["type"] != "websocket.disconnect":
             if peer.close_reason is not None:
                 code, reason = CLOSE_POLICY, peer.close_reason
