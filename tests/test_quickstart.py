@@ -10,19 +10,24 @@ from collections.abc import Callable
 from tests.conftest import ROOT, TIMEOUT
 
 
-def test_quickstart_client_against_tether_serve(
-    tether_serve: Callable[..., tuple[object, int]],
-) -> None:
-    _, port = tether_serve("examples/quickstart", "--uplink-key", "dev-key")
-    result = subprocess.run(
+def run_client(url: str) -> subprocess.CompletedProcess[str]:
+    """Runs examples/quickstart/client.py against ``url``, as a user would."""
+    return subprocess.run(
         [sys.executable, "examples/quickstart/client.py"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
-        env={**os.environ, "TETHER_URL": f"ws://127.0.0.1:{port}/_/ws"},
+        env={**os.environ, "TETHER_URL": url},
         check=False,
     )
+
+
+def test_quickstart_client_against_tether_serve(
+    tether_serve: Callable[..., tuple[object, int]],
+) -> None:
+    _, port = tether_serve("examples/quickstart", "--uplink-key", "dev-key")
+    result = run_client(f"ws://127.0.0.1:{port}/_/ws")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "Hello, world!"
@@ -37,15 +42,7 @@ def test_quickstart_client_against_tether_serve(
 
 
 def test_client_without_a_server_fails_clearly() -> None:
-    result = subprocess.run(
-        [sys.executable, "examples/quickstart/client.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env={**os.environ, "TETHER_URL": "ws://127.0.0.1:9/_/ws"},
-        check=False,
-    )
+    result = run_client("ws://127.0.0.1:9/_/ws")
     assert result.returncode == 1
     assert "AppOfflineError: cannot connect to ws://127.0.0.1:9/_/ws" in result.stderr
 
