@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from peers import BENCH_DIR, PEERS, TETHER, PeerInfo
+from peers import BENCH_DIR, PEERS, TETHERS, PeerInfo
 from peers.common import HOST, WORKLOADS, Plan, machine_busy_seconds
 
 REPO_DIR = BENCH_DIR.parent
@@ -332,22 +332,23 @@ def report(results: list[PeerResult], plan: Plan) -> str:
                 f"| {s.other_load_pct:.0f}% |"
             )
     lines.append("")
-    tether_ran = any(p == TETHER for p, _ in summaries)
-    if not tether_ran:
+    tethers = [t for t in TETHERS if any(p == t for p, _ in summaries)]
+    if not tethers:
         lines.append("Tether/peer ratios: not available (Tether did not run).")
         return "\n".join(lines)
+    columns = [(t, w) for t in tethers for w in plan.workloads]
     lines += [
         "Tether CPU / peer CPU (above 1 = Tether uses more CPU per call):",
         "",
-        "| peer | " + " | ".join(f"{w} Tether/peer" for w in plan.workloads) + " |",
-        "| --- | " + " | ".join("---:" for _ in plan.workloads) + " |",
+        "| peer | " + " | ".join(f"{w} {PEERS[t].label}/peer" for t, w in columns) + " |",
+        "| --- | " + " | ".join("---:" for _ in columns) + " |",
     ]
     for res in results:
-        if res.peer == TETHER or res.skipped or res.error:
+        if res.peer in TETHERS or res.skipped or res.error:
             continue
         cells = []
-        for w in plan.workloads:
-            t, p = summaries.get((TETHER, w)), summaries.get((res.peer, w))
+        for t_name, w in columns:
+            t, p = summaries.get((t_name, w)), summaries.get((res.peer, w))
             cells.append(f"{t.cpu_us / p.cpu_us:.2f}x" if t and p and p.cpu_us > 0 else "n/a")
         lines.append(f"| {res.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

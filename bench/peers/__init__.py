@@ -18,19 +18,12 @@ class PeerInfo:
     requires: tuple[str, ...]  # imported in a subprocess before the peer runs
 
     def server_argv(self, host: str, port: int) -> list[str]:
-        if self.name == "tether":
+        if self.name in TETHERS:
             app = str(APPS_DIR / "tether_app.py")
-            return [
-                sys.executable,
-                "-m",
-                "tether",
-                "serve",
-                app,
-                "--host",
-                host,
-                "--port",
-                str(port),
-            ]
+            argv = [sys.executable, "-m", "tether", "serve", app, "--host", host]
+            if self.name == "tether_tcp":  # the harness waits for the TCP port; HTTP on any
+                return [*argv, "--port", "0", "--tcp-port", str(port)]
+            return [*argv, "--port", str(port)]
         serve = str(BENCH_DIR / "serve.py")
         return [sys.executable, serve, self.name, "--host", host, "--port", str(port)]
 
@@ -48,6 +41,10 @@ PEERS: dict[str, PeerInfo] = {
         ),
         PeerInfo("grpc", "gRPC with conversion", "peers.grpc_peer", ("grpc", "grpc_tools.protoc")),
         PeerInfo("tether", "Tether", "peers.tether_peer", ("tether.server",)),
+        PeerInfo(
+            "tether_tcp", "Tether over tether://", "peers.tether_tcp_peer", ("tether.server",)
+        ),
     )
 }
 TETHER = "tether"
+TETHERS = ("tether", "tether_tcp")

@@ -18,12 +18,16 @@ def serve(host: str, port: int) -> None:
 
 
 def run_client(port: int, plan: Plan, rec: Recorder) -> None:
+    run_client_at(f"ws://{HOST}:{port}/_/ws", plan, rec)
+
+
+def run_client_at(url: str, plan: Plan, rec: Recorder) -> None:
     sys.path.insert(0, str(APPS_DIR))
     from tether_shared import Item
 
     from tether import server
 
-    server.connect(f"ws://{HOST}:{port}/_/ws")
+    server.connect(url)
     try:
         run_sync(plan, rec, partial(server.call, "echo"), partial(server.call, "roundtrip"), Item)
     finally:

@@ -7,20 +7,29 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
-__all__ = ["serve"]
+__all__ = ["ServerURL", "serve"]
+
+
+class ServerURL(str):
+    """``http://127.0.0.1:PORT``, with the TCP port's URL in ``.tcp`` (None without one)."""
+
+    tcp: str | None = None
 
 
 @contextmanager
-def serve(app: str | ModuleType | Any = None, **options: Any) -> Iterator[str]:
+def serve(app: str | ModuleType | Any = None, **options: Any) -> Iterator[ServerURL]:
     """Starts a real server on a thread and yields its URL (``http://127.0.0.1:PORT``).
 
     Args:
         app: what to serve: a module name or path (imported first, as ``tether serve``
             does), an imported module, a ``TetherApp`` from ``create_app``, or None for the
             functions already registered in this process.
-        **options: ``create_app`` options (``uplink_key``, ``dev``, ``limits``...).
+        **options: ``create_app`` options (``uplink_key``, ``dev``, ``limits``...);
+            ``tcp_port=0`` also opens a TCP port for ``tether://`` clients on a free port.
 
-    The server accepts connections when this yields, and is stopped on exit.
+    The server accepts connections when this yields, and is stopped on exit. The URL it
+    yields is a ``str``; its ``.tcp`` is ``tether://127.0.0.1:PORT`` when a TCP port is
+    open.
     """
     from tether.runtime.app import TetherApp, create_app
     from tether.runtime.loader import load_app
@@ -30,4 +39,7 @@ def serve(app: str | ModuleType | Any = None, **options: Any) -> Iterator[str]:
         load_app(app)
     asgi = app if isinstance(app, TetherApp) else create_app(**options)
     with serve_in_thread(asgi) as url:
-        yield url
+        served = ServerURL(url)
+        if asgi.tcp_address is not None:
+            served.tcp = "tether://{}:{}".format(*asgi.tcp_address)
+        yield served

@@ -24,9 +24,21 @@ UPLINK_KEY = "test-uplink-key"
 
 
 @pytest.fixture(scope="module")
-def url() -> Iterator[str]:
-    with testing.serve("tests.apps.echo", uplink_key=UPLINK_KEY) as url:
+def served() -> Iterator[testing.ServerURL]:
+    with testing.serve("tests.apps.echo", uplink_key=UPLINK_KEY, tcp_port=0) as url:
         yield url
+
+
+@pytest.fixture(scope="module", params=["ws", "tcp"])
+def url(request: pytest.FixtureRequest, served: testing.ServerURL) -> str:
+    """The same server through each transport: the WebSocket and the TCP port."""
+    return served if request.param == "ws" else str(served.tcp)
+
+
+@pytest.fixture
+def http_url(served: testing.ServerURL) -> str:
+    """For the tests of the WebSocket route itself (raw frames, Origin)."""
+    return served
 
 
 def ws(url: str) -> str:
@@ -246,16 +258,16 @@ def call_frame(args: list[object], objects: list[object], command: str = "echo")
     ).decode()
 
 
-async def test_unknown_type_name_is_refused_and_nothing_is_imported(url: str) -> None:
+async def test_unknown_type_name_is_refused_and_nothing_is_imported(http_url: str) -> None:
     evil = [{"path": ["args", 0], "type": ["ValueType"], "typeName": "tests.apps.canary.Evil"}]
     async with asyncio.timeout(TIMEOUT):
-        received = await raw_session(url, call_frame([{}], evil))
+        received = await raw_session(http_url, call_frame([{}], evil))
     reply = received[1]
     assert reply["error"]["type"] == "anvil.server.InsecureJelly"  # type: ignore[index]
     assert "tests.apps.canary.Evil" in reply["error"]["message"]  # type: ignore[index]
     assert received[-1] == "open"  # that call failed; the connection lives on
     assert "tests.apps.canary" not in sys.modules
-    async with AsyncClient(url) as client:
+    async with AsyncClient(http_url) as client:
         assert await client.call("imported", "tests.apps.canary") is False
 
 
@@ -279,12 +291,14 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("frame", list(MALFORMED.values()), ids=list(MALFORMED))
-async def test_malformed_frame_closes_only_that_connection(url: str, frame: str | bytes) -> None:
-    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as bystander:
-        received = await raw_session(url, frame)
+async def test_malformed_frame_closes_only_that_connection(
+    http_url: str, frame: str | bytes
+) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(http_url) as bystander:
+        received = await raw_session(http_url, frame)
         assert received[-1] == 1002
         assert await bystander.call("echo", "unaffected") == "unaffected"
-        async with AsyncClient(url) as fresh:
+        async with AsyncClient(http_url) as fresh:
             assert await fresh.call("echo", "fresh") == "fresh"
 
 
@@ -318,16 +332,16 @@ async def test_limits_fail_the_call_with_a_clear_error() -> None:
         assert received[-1] == 1009  # over the frame limit: closed by the server
 
 
-async def test_browser_origin_is_checked(url: str) -> None:
-    host = url.removeprefix("http://")
+async def test_browser_origin_is_checked(http_url: str) -> None:
+    host = http_url.removeprefix("http://")
     async with asyncio.timeout(TIMEOUT):
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await raw_session(url, origin="https://evil.example")
+            await raw_session(http_url, origin="https://evil.example")
         assert refused.value.response.status_code == 403
         for evil in (f"http://{host}.evil.example", "null", f"https://evil-{host}"):
             with pytest.raises(websockets.InvalidStatus):
-                await raw_session(url, origin=evil)
-        same = await raw_session(url, origin=f"http://{host}")
+                await raw_session(http_url, origin=evil)
+        same = await raw_session(http_url, origin=f"http://{host}")
         assert same[0]["auth"] == "OK"  # type: ignore[index]
 
 
@@ -348,8 +362,8 @@ async def test_silent_connection_is_closed_after_the_handshake_timeout() -> None
             assert sock.close_code == 1008
 
 
-async def test_untrusted_register_is_refused(url: str) -> None:
-    async with asyncio.timeout(TIMEOUT), ws_connect(ws(url)) as sock:
+async def test_untrusted_register_is_refused(http_url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), ws_connect(ws(http_url)) as sock:
         await sock.send(orjson.dumps({"key": None, "v": 8}).decode())
         await sock.send(orjson.dumps({"type": "REGISTER", "name": "echo"}).decode())
         replies = []
@@ -359,7 +373,7 @@ async def test_untrusted_register_is_refused(url: str) -> None:
     assert replies[0]["auth"] == "OK"
     assert "untrusted" in replies[1]["error"]
     assert sock.close_code == 1008
-    async with AsyncClient(url) as client:
+    async with AsyncClient(http_url) as client:
         assert await client.call("echo", "still mine") == "still mine"
 
 

@@ -41,6 +41,8 @@ from tether.protocol import (
     Response,
     Role,
 )
+from tether.transports.tcp import SCHEME as TCP_SCHEME
+from tether.transports.tcp import FramedStream, open_tcp
 from tether.transports.websocket import WebSocket, open_websocket
 
 __all__ = ["AsyncClient", "websocket_url"]
@@ -81,11 +83,19 @@ AnyFuture = asyncio.Future[object] | concurrent.futures.Future[object] | Waiter
 
 
 def websocket_url(url: str) -> str:
-    """``http://h:p`` / ``ws://h:p`` -> ``ws://h:p/_/ws``; an explicit path is kept."""
+    """``http://h:p`` / ``ws://h:p`` -> ``ws://h:p/_/ws``; an explicit path is kept.
+
+    A ``tether://HOST:PORT`` URL (the server's TCP port) is returned as it is.
+    """
     parts = urlsplit(url)
+    if parts.scheme == TCP_SCHEME:
+        return url
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss"):
-        raise ValueError(f"not a server URL: {url!r} (use ws://HOST:PORT/_/ws or http://HOST:PORT)")
+        raise ValueError(
+            f"not a server URL: {url!r}"
+            " (use ws://HOST:PORT/_/ws, http://HOST:PORT or tether://HOST:TCP_PORT)"
+        )
     path = parts.path if parts.path not in ("", "/") else "/_/ws"
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
@@ -94,7 +104,9 @@ class AsyncClient:
     """A connection to a Tether server.
 
     Args:
-        url: ``ws://HOST:PORT/_/ws`` or the ``http://HOST:PORT`` origin.
+        url: ``ws://HOST:PORT/_/ws`` or the ``http://HOST:PORT`` origin; or
+            ``tether://HOST:PORT`` for a server's raw TCP port (``tether serve --tcp-port``),
+            the cheaper path between Python processes.
         key: the uplink key (trusted) or the client key; None for an untrusted client.
         register: offer this process's ``@server.callable`` functions to the server (needs
             the uplink key; without it, connecting with functions raises PermissionDenied).
@@ -123,7 +135,7 @@ class AsyncClient:
         self.open_timeout = open_timeout
         self.trusted = False
         self.connection = Connection(Role.CLIENT, registry=registry, limits=self.limits)
-        self._ws: WebSocket | None = None
+        self._ws: WebSocket | FramedStream | None = None
         self._pending: dict[str, AnyFuture] = {}
         self._auth: asyncio.Future[None] | None = None  # made on the loop, in connect
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -149,14 +161,17 @@ class AsyncClient:
         self._auth = loop.create_future()
         try:
             async with asyncio.timeout(self.open_timeout):
-                self._ws, subprotocol = await open_websocket(
-                    self.url,
-                    [SUBPROTOCOL],
-                    self.limits.max_frame_bytes + FRAME_SLACK,
-                    self._receive,
-                    self._lost,
-                )
-                self.connection.compact = subprotocol == SUBPROTOCOL
+                max_size = self.limits.max_frame_bytes + FRAME_SLACK
+                if self.url.startswith(TCP_SCHEME + ":"):
+                    self._ws = await open_tcp(
+                        self.url, max_size, self._receive, self._lost, self._broken
+                    )
+                    self.connection.compact = True  # only Tether serves this path
+                else:
+                    self._ws, subprotocol = await open_websocket(
+                        self.url, [SUBPROTOCOL], max_size, self._receive, self._lost
+                    )
+                    self.connection.compact = subprotocol == SUBPROTOCOL
                 self.connection.send_hello(self.key)
                 self._flush()
                 await self._auth
@@ -298,8 +313,7 @@ class AsyncClient:
         try:
             connection.receive_frame(frame)
         except RemoteProtocolError as exc:
-            log.error("the server broke the protocol: %s", exc)
-            self._lost(f"the server broke the protocol: {exc}")
+            self._broken(exc)
             if self._ws is not None:
                 asyncio.get_running_loop().create_task(self._ws.close(1002, str(exc)[:120]))
             return
@@ -328,6 +342,10 @@ class AsyncClient:
             elif type(event) is Rejected:
                 log.warning("server call to %r refused: %s", event.command, event.error)
         self._flush()
+
+    def _broken(self, error: RemoteProtocolError) -> None:
+        log.error("the server broke the protocol: %s", error)
+        self._lost(f"the server broke the protocol: {error}")
 
     def _lost(self, reason: str) -> None:
         if self._closed_reason is None:

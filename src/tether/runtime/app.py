@@ -14,6 +14,7 @@ from tether.errors import FrameTooLarge, RemoteProtocolError
 from tether.protocol import SUBPROTOCOL, Frame
 from tether.runtime.dispatcher import Dispatcher, ServerOptions
 from tether.runtime.peer import Peer
+from tether.runtime.tcp import TcpListener
 
 __all__ = ["TetherApp", "create_app"]
 
@@ -37,6 +38,9 @@ class TetherApp:
         self.options = options
         self.dispatcher = Dispatcher(options)
         self.http = Starlette()
+        self.tcp: TcpListener | None = None
+        self.tcp_address: tuple[str, int] | None = None
+        """Where the TCP port listens, once the lifespan started it."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: SendMessage) -> None:
         kind = scope["type"]
@@ -56,11 +60,25 @@ class TetherApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.dispatcher.start()
+                try:
+                    await self._start_tcp()
+                except OSError as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.tcp is not None:
+                    self.tcp.stop()
                 self.dispatcher.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _start_tcp(self) -> None:
+        port = self.options.tcp_port
+        if port is not None and self.tcp is None:
+            self.tcp = TcpListener(self.dispatcher, self.options.tcp_host, port)
+            self.tcp_address = await self.tcp.start()
+            log.info("TCP port for tether:// clients: %s:%d", *self.tcp_address)
 
     def origin_allowed(self, scope: Scope) -> bool:
         """Same origin as the Host header, or an allowed one; no Origin (not a browser) passes."""
@@ -148,6 +166,8 @@ def create_app(
     threads: int = 32,
     allowed_origins: tuple[str, ...] | list[str] = (),
     handshake_timeout: float = 10.0,
+    tcp_port: int | None = None,
+    tcp_host: str = "127.0.0.1",
 ) -> TetherApp:
     """Returns the ASGI application serving the functions registered in this process.
 
@@ -159,6 +179,9 @@ def create_app(
         threads: the thread pool size for sync server functions.
         allowed_origins: extra browser origins allowed to open the WebSocket.
         handshake_timeout: seconds a connection has to send its key.
+        tcp_port: also listen for Python clients on this raw TCP port
+            (``tether://HOST:PORT``; 0 picks a free one), started with the ASGI lifespan.
+        tcp_host: the interface of the TCP port.
 
     Run it under any ASGI server (``uvicorn``) or mount it in Starlette/FastAPI.
     """
@@ -174,5 +197,7 @@ def create_app(
         threads=threads,
         allowed_origins=tuple(allowed_origins),
         handshake_timeout=handshake_timeout,
+        tcp_host=tcp_host,
+        tcp_port=tcp_port,
     )
     return TetherApp(options)

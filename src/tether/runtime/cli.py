@@ -24,6 +24,12 @@ def main() -> None:
 @click.argument("app")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to bind.")
+@click.option(
+    "--tcp-port",
+    type=int,
+    default=None,
+    help="Also serve Python clients on this raw TCP port (tether://HOST:PORT).",
+)
 @click.option("--uplink-key", envvar="TETHER_UPLINK_KEY", help="Key that makes a client trusted.")
 @click.option("--client-key", envvar="TETHER_CLIENT_KEY", help="Key for untrusted clients.")
 @click.option("--dev", is_flag=True, help="Send tracebacks with errors (never in production).")
@@ -43,6 +49,7 @@ def serve(
     app: str,
     host: str,
     port: int,
+    tcp_port: int | None,
     uplink_key: str | None,
     client_key: str | None,
     dev: bool,
@@ -73,9 +80,12 @@ def serve(
         limits=limits,
         threads=threads,
         allowed_origins=allow_origin,
+        tcp_host=host,
+        tcp_port=tcp_port,
     )
     trust = "uplink key set" if uplink_key else "no uplink key: no client is trusted"
-    click.echo(f"Tether serving {app} on http://{host}:{port} (WebSocket /_/ws; {trust})")
+    tcp = f", tether://{host}:{tcp_port}" if tcp_port is not None else ""
+    click.echo(f"Tether serving {app} on http://{host}:{port}{tcp} (WebSocket /_/ws; {trust})")
     sys.stdout.flush()
     serve_forever(asgi, host, port, log_level=log_level)
 

@@ -44,6 +44,8 @@ class ServerOptions:
         allowed_origins: browser origins allowed on the WebSocket besides the server's own.
         handshake_timeout: seconds a new connection has to send its key.
         app_id: the id reported to peers in ``app-info``.
+        tcp_host, tcp_port: where to listen for ``tether://`` clients (raw TCP, Python
+            peers only); None for no TCP port, 0 for a free one.
     """
 
     uplink_key: str | None = None
@@ -54,6 +56,8 @@ class ServerOptions:
     allowed_origins: tuple[str, ...] = ()
     handshake_timeout: float = 10.0
     app_id: str = "tether-app"
+    tcp_host: str = "127.0.0.1"
+    tcp_port: int | None = None
 
 
 class Dispatcher:

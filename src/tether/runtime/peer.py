@@ -40,16 +40,22 @@ __all__ = ["Peer"]
 log = logging.getLogger("tether")
 
 Send = Callable[[Frame], Awaitable[None]]
+Write = Callable[[Frame], None]
 
 
 class Peer:
-    """One connected peer (a Python client, an uplink script or a browser)."""
+    """One connected peer (a Python client, an uplink script or a browser).
+
+    Frames go out through ``send`` (a coroutine: the ASGI WebSocket) or ``write`` (a
+    plain call that never blocks: the TCP stream); give one of them.
+    """
 
     def __init__(
         self,
         dispatcher: Dispatcher,
-        send: Send,
+        send: Send | None = None,
         *,
+        write: Write | None = None,
         client_ip: str | None,
         dialect: str,
         subprotocol: str | None = None,
@@ -62,6 +68,7 @@ class Peer:
             compact=subprotocol == SUBPROTOCOL,
         )
         self._send = send
+        self._write = write
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -77,6 +84,15 @@ class Peer:
 
     async def receive(self, frame: Frame) -> None:
         """Handles one frame. Raises RemoteProtocolError when the peer broke the protocol."""
+        self._handle(frame)
+        await self.flush()
+
+    def receive_now(self, frame: Frame) -> None:
+        """:meth:`receive` for a peer with ``write``: answers without awaiting."""
+        self._handle(frame)
+        self._write_now()
+
+    def _handle(self, frame: Frame) -> None:
         connection = self.connection
         connection.receive_frame(frame)
         for event in connection.events_received():
@@ -94,16 +110,27 @@ class Peer:
                 self._register(event)
             elif type(event) is Rejected:
                 log.info("call to %r refused: %s", event.command, event.error)
-        await self.flush()
 
     async def flush(self) -> None:
+        if self._write is not None:
+            self._write_now()
+            return
         frames = self.connection.frames_to_send()
         if frames:
+            assert self._send is not None
             async with self._lock:
                 for frame in frames:
                     await self._send(frame)
 
+    def _write_now(self) -> None:
+        if self._write is not None:
+            for frame in self.connection.frames_to_send():
+                self._write(frame)
+
     def _schedule_flush(self) -> None:
+        if self._write is not None:
+            self._write_now()
+            return
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_forever())
         self._wake.set()
