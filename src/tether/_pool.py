@@ -1,14 +1,17 @@
 """Worker threads for sync functions, lighter than ``run_in_executor``.
 
 A call is queued on a ``SimpleQueue``; a worker runs it in the call's context and hands
-the outcome back to the event loop with one ``call_soon_threadsafe``. Workers are started
-on demand up to ``max_workers``; a call waits only when all of them are busy.
+the outcome back to the event loop with one ``call_soon_threadsafe`` (or, when the caller
+asks, calls ``done`` itself, so that a thread-safe transport answers without waking the
+loop). Workers are started on demand up to ``max_workers``; a call waits only when all
+of them are busy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -17,8 +20,10 @@ __all__ = ["CallPool", "Done"]
 
 Done = Callable[[object, BaseException | None], None]
 _Job = tuple[
-    contextvars.Context, Callable[..., object], tuple[object, ...], dict[str, object], Done
+    contextvars.Context, Callable[..., object], tuple[object, ...], dict[str, object], Done, bool
 ]
+
+log = logging.getLogger("tether")
 
 
 class CallPool:
@@ -43,8 +48,13 @@ class CallPool:
         args: tuple[object, ...] | list[object],
         kwargs: dict[str, object],
         done: Done,
+        *,
+        in_thread: bool = False,
     ) -> None:
-        """Runs ``fn(*args, **kwargs)`` in ``context``; ``done(result, error)`` runs on the loop."""
+        """Runs ``fn(*args, **kwargs)`` in ``context``; ``done(result, error)`` runs on the loop.
+
+        With ``in_thread``, ``done`` runs on the worker thread, right after ``fn``.
+        """
         with self._lock:
             if self._closed:
                 raise RuntimeError("the pool is shut down")
@@ -56,7 +66,7 @@ class CallPool:
                 )
                 self._threads.append(thread)
                 thread.start()
-        self._queue.put((context, fn, tuple(args), kwargs, done))
+        self._queue.put((context, fn, tuple(args), kwargs, done, in_thread))
 
     def _work(self) -> None:
         get = self._queue.get
@@ -65,20 +75,24 @@ class CallPool:
             job = get()
             if job is None:
                 return
-            context, fn, args, kwargs, done = job
+            context, fn, args, kwargs, done, in_thread = job
+            result: object = None
+            error: BaseException | None = None
             try:
                 result = context.run(fn, *args, **kwargs)
             except BaseException as exc:
+                error = exc
+            if in_thread:
                 try:
-                    call_soon(done, None, exc)
-                except RuntimeError:  # the loop is closed: nobody is waiting
-                    return
+                    done(result, error)
+                except Exception:  # done must not kill the worker
+                    log.exception("answering a call failed")
             else:
                 try:
-                    call_soon(done, result, None)
-                except RuntimeError:
+                    call_soon(done, result, error)
+                except RuntimeError:  # the loop is closed: nobody is waiting
                     return
-            del job, context, fn, args, kwargs, done
+            del job, context, fn, args, kwargs, done, result, error
             with self._lock:
                 self._idle += 1
 

@@ -381,3 +381,19 @@ async def test_untrusted_client_cannot_register_functions(url: str) -> None:
     async with asyncio.timeout(TIMEOUT):
         with pytest.raises(server.PermissionDenied, match="uplink key"):
             await AsyncClient(url, register=True).connect()
+
+
+def test_concurrent_sync_callers_share_one_connection(url: str) -> None:
+    """Threads call at once (media included: chunk runs must stay whole) and all get theirs."""
+    import concurrent.futures
+
+    blob = bytes(range(256)) * 400  # 100 KiB: two chunks each way
+
+    def caller(n: int) -> None:
+        for i in range(15):
+            value: object = [n, i, blob] if i % 5 == 0 else [n, i]
+            assert client.call("echo", value) == value
+
+    with Client(url) as client, concurrent.futures.ThreadPoolExecutor(6) as pool:
+        for future in [pool.submit(caller, n) for n in range(6)]:
+            future.result(TIMEOUT)

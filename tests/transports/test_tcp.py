@@ -1,17 +1,31 @@
-"""The TCP stream driven by hand: back-pressure, closing, frames after a close."""
+"""The TCP stream driven by hand over a socketpair: writes, backlog, closing."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import TIMEOUT
 from tests.transports.test_websocket import FakeTransport
 from tether.errors import RemoteProtocolError
-from tether.protocol.framing import PREAMBLE, pack_frame
+from tether.protocol.framing import PREAMBLE, FrameReader, pack_frame
 from tether.transports.tcp import FramedStream
 
 
-class PausableTransport(FakeTransport):
-    def __init__(self) -> None:
+class SocketTransport(FakeTransport):
+    """Hands the stream one end of a socketpair, as a real transport would."""
+
+    def __init__(self, sock: socket.socket) -> None:
         super().__init__()
+        self.sock = sock
         self.reading = True
+
+    def get_extra_info(self, name: str) -> object:
+        return self.sock if name == "socket" else None
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -20,55 +34,122 @@ class PausableTransport(FakeTransport):
         self.reading = True
 
 
-def stream(server: bool = False) -> tuple[FramedStream, PausableTransport, list[object]]:
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def stream(
+    sock: socket.socket, server: bool = False
+) -> tuple[FramedStream, SocketTransport, list[object]]:
     seen: list[object] = []
 
     def on_error(error: RemoteProtocolError) -> None:
         seen.append(error)
 
     framed = FramedStream(1 << 10, seen.append, seen.append, on_error, server=server)
-    transport = PausableTransport()
+    transport = SocketTransport(sock)
     framed.connection_made(transport)  # type: ignore[arg-type]
     return framed, transport, seen
 
 
-async def test_a_client_stream_starts_with_the_preamble_and_sends_frames() -> None:
-    framed, transport, _ = stream()
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    sock.settimeout(TIMEOUT)
+    while len(data) < size:
+        data += sock.recv(size - len(data))
+    return data
+
+
+async def test_a_client_stream_starts_with_the_preamble_and_sends_frames(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    framed, _, _ = stream(pair[0])
     framed.send("hi")
-    framed.send(b"\x00")
-    assert transport.take() == PREAMBLE + pack_frame("hi") + pack_frame(b"\x00")
+    sender = threading.Thread(target=framed.send, args=(b"\x00",))  # any thread may send
+    sender.start()
+    sender.join(TIMEOUT)
+    expected = PREAMBLE + pack_frame("hi") + pack_frame(b"\x00")
+    assert read_exactly(pair[1], len(expected)) == expected
+    framed.connection_lost(None)
 
 
-async def test_a_peer_that_stops_reading_stops_our_reading_too() -> None:
-    framed, transport, _ = stream(server=True)
-    framed.pause_writing()
-    framed.pause_writing()
-    assert not transport.reading
-    framed.resume_writing()
-    framed.resume_writing()
-    assert transport.reading
+@pytest.mark.parametrize("close", [True, False], ids=["then close", "then read again"])
+async def test_what_the_kernel_does_not_take_waits_and_pauses_reading(
+    pair: tuple[socket.socket, socket.socket], close: bool
+) -> None:
+    framed, transport, _ = stream(pair[0], server=True)
+    big = "x" * 500
+    frames = 0
+    while not framed._backlog and frames < 100_000:  # fill the socket buffer
+        framed.send(big)
+        frames += 1
+    assert framed._backlog
+    framed.send("last")  # queued behind the backlog, in order
+    if close:
+        framed.close_soon()  # closes once drained
+    await asyncio.sleep(0)
+    assert not transport.reading  # no new work while the peer does not read
+    reader = FrameReader(1 << 10)
+    received: list[str | bytes] = []
+    async with asyncio.timeout(TIMEOUT):
+        while not received or received[-1] != "last":
+            data = await asyncio.to_thread(pair[1].recv, 1 << 20)
+            received += reader.feed(data)
+            await asyncio.sleep(0.001)  # let the loop drain
+    assert received == [big] * frames + ["last"]
+    for _ in range(100):
+        if not framed._draining:
+            break
+        await asyncio.sleep(0.01)
+    assert transport.closing is close
+    assert transport.reading is not close
+    framed.connection_lost(None)
 
 
-async def test_frames_after_a_close_are_dropped() -> None:
-    framed, transport, seen = stream(server=True)
+async def test_writing_to_a_peer_that_left_is_a_no_op(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    framed, _, _ = stream(pair[0])
+    pair[1].close()
+    for _ in range(3):
+        framed.send("into the void")  # EPIPE/ECONNRESET: the loop will see the end
+    framed.connection_lost(None)
+
+
+async def test_frames_after_a_close_are_dropped(pair: tuple[socket.socket, socket.socket]) -> None:
+    framed, transport, seen = stream(pair[0], server=True)
     framed.data_received(PREAMBLE + pack_frame("one") + pack_frame("two"))
     assert seen == ["one", "two"]
     transport.closing = True
     framed.send("ignored")
     framed.data_received(pack_frame("three"))
     assert seen == ["one", "two"]
-    assert transport.take() == b""
+    framed.connection_lost(None)
+    framed.send("ignored too")  # the socket is gone
+    pair[1].setblocking(False)
+    with pytest.raises(BlockingIOError):
+        pair[1].recv(10)
 
 
-async def test_a_framing_error_is_reported_and_aborts() -> None:
-    framed, transport, seen = stream(server=True)
+async def test_a_framing_error_is_reported_and_aborts(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    framed, transport, seen = stream(pair[0], server=True)
     framed.data_received(b"nonsense!")
     assert isinstance(seen[0], RemoteProtocolError)
     assert transport.aborted
+    framed.connection_lost(None)
 
 
-async def test_close_waits_for_the_end_then_aborts() -> None:
-    framed, transport, seen = stream()
+async def test_close_waits_for_the_end_then_aborts(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    framed, transport, seen = stream(pair[0])
     assert framed.eof_received() is None
     await framed.close(wait=0.01)
     assert transport.closing

@@ -13,6 +13,7 @@ import concurrent.futures
 import contextvars
 import functools
 import logging
+import threading
 import traceback
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -135,6 +136,9 @@ class AsyncClient:
         self.open_timeout = open_timeout
         self.trusted = False
         self.connection = Connection(Role.CLIENT, registry=registry, limits=self.limits)
+        # Serializes the Connection, ``_pending`` and the order of writes: the loop reads,
+        # and on the TCP path a thread blocked in a sync call writes its CALL itself.
+        self._guard = threading.Lock()
         self._ws: WebSocket | FramedStream | None = None
         self._pending: dict[str, AnyFuture] = {}
         self._auth: asyncio.Future[None] | None = None  # made on the loop, in connect
@@ -172,11 +176,13 @@ class AsyncClient:
                         self.url, [SUBPROTOCOL], max_size, self._receive, self._lost
                     )
                     self.connection.compact = subprotocol == SUBPROTOCOL
-                self.connection.send_hello(self.key)
-                self._flush()
+                with self._guard:
+                    self.connection.send_hello(self.key)
+                    self._flush_locked()
                 await self._auth
-            self._register_functions()
-            self._flush()
+            with self._guard:
+                self._register_functions_locked()
+                self._flush_locked()
         except (OSError, TimeoutError, websockets.InvalidHandshake, AppOfflineError) as exc:
             await self._abort()
             raise AppOfflineError(
@@ -196,7 +202,7 @@ class AsyncClient:
                 fields["max_frame_bytes"] = frame
                 self.connection.limits = Limits(**fields)
 
-    def _register_functions(self) -> None:
+    def _register_functions_locked(self) -> None:
         if not self.register:
             return
         names = list(self.functions.functions)
@@ -219,9 +225,10 @@ class AsyncClient:
             loop.call_soon_threadsafe(self._send_register, entry.name)
 
     def _send_register(self, name: str) -> None:
-        if self.connected:
-            self.connection.send_register(name)
-            self._flush()
+        with self._guard:
+            if self.connected:
+                self.connection.send_register(name)
+                self._flush_locked()
 
     async def close(self) -> None:
         """Closes the connection; calls still waiting fail with AppOfflineError."""
@@ -275,32 +282,42 @@ class AsyncClient:
     def call_blocking(
         self, name: str, args: tuple[object, ...], kwargs: dict[str, object]
     ) -> object:
-        """Calls from any thread but the loop's and blocks until the answer (the sync path)."""
+        """Calls from any thread but the loop's and blocks until the answer (the sync path).
+
+        On the TCP path this thread writes the CALL itself; on a WebSocket the loop does.
+        """
         assert self._loop is not None, "not connected"
         waiter = Waiter()
-        self._loop.call_soon_threadsafe(self.start_call, name, args, kwargs, waiter)
+        if type(self._ws) is FramedStream:
+            self.start_call(name, args, kwargs, waiter)
+        else:
+            self._loop.call_soon_threadsafe(self.start_call, name, args, kwargs, waiter)
         return waiter.result()
 
     def start_call(
         self, name: str, args: tuple[object, ...], kwargs: dict[str, object], future: AnyFuture
     ) -> None:
-        """Loop thread: sends the CALL; ``future`` gets the result or the error."""
-        if not self.connected:
-            future.set_exception(
-                AppOfflineError(f"not connected to the server ({self._closed_reason})")
-            )
-            return
-        try:
-            call_id = self.connection.send_call(name, args, kwargs)
-        except SerializationError as exc:
-            future.set_exception(exc)
-            return
-        self._pending[call_id] = future
-        self._flush()
+        """Sends the CALL (on the loop, or any thread on the TCP path); ``future`` gets the
+        result or the error."""
+        with self._guard:
+            if not self.connected:
+                error: BaseException = AppOfflineError(
+                    f"not connected to the server ({self._closed_reason})"
+                )
+            else:
+                try:
+                    call_id = self.connection.send_call(name, args, kwargs)
+                except SerializationError as exc:
+                    error = exc
+                else:
+                    self._pending[call_id] = future
+                    self._flush_locked()
+                    return
+        future.set_exception(error)
 
     # -- frames -------------------------------------------------------------------------
 
-    def _flush(self) -> None:
+    def _flush_locked(self) -> None:
         ws = self._ws
         if ws is None:
             return
@@ -309,15 +326,22 @@ class AsyncClient:
 
     def _receive(self, frame: Frame) -> None:
         """Called by the transport for each message, on the loop."""
-        connection = self.connection
-        try:
-            connection.receive_frame(frame)
-        except RemoteProtocolError as exc:
-            self._broken(exc)
+        with self._guard:
+            try:
+                self.connection.receive_frame(frame)
+            except RemoteProtocolError as exc:
+                broken: RemoteProtocolError | None = exc
+            else:
+                broken = None
+                self._handle_events_locked()
+                self._flush_locked()
+        if broken is not None:
+            self._broken(broken)
             if self._ws is not None:
-                asyncio.get_running_loop().create_task(self._ws.close(1002, str(exc)[:120]))
-            return
-        for event in connection.events_received():
+                asyncio.get_running_loop().create_task(self._ws.close(1002, str(broken)[:120]))
+
+    def _handle_events_locked(self) -> None:
+        for event in self.connection.events_received():
             if type(event) is Response:
                 future = self._pending.pop(event.id, None)
                 if future is not None and not future.done():
@@ -341,19 +365,19 @@ class AsyncClient:
                     log.error("the server ended this connection: %s", event.message)
             elif type(event) is Rejected:
                 log.warning("server call to %r refused: %s", event.command, event.error)
-        self._flush()
 
     def _broken(self, error: RemoteProtocolError) -> None:
         log.error("the server broke the protocol: %s", error)
         self._lost(f"the server broke the protocol: {error}")
 
     def _lost(self, reason: str) -> None:
-        if self._closed_reason is None:
-            self._closed_reason = reason
-        self.connection.receive_close()
+        with self._guard:
+            if self._closed_reason is None:
+                self._closed_reason = reason
+            self.connection.receive_close()
+            pending, self._pending = self._pending, {}
         if self._auth is not None and not self._auth.done():
             self._auth.set_exception(AppOfflineError(reason))
-        pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
                 future.set_exception(AppOfflineError(reason))
@@ -383,6 +407,10 @@ class AsyncClient:
         future.add_done_callback(functools.partial(self._finish_local, call))
 
     def _finish_local(self, call: Call, done: asyncio.Future[object]) -> None:
+        with self._guard:
+            self._finish_local_locked(call, done)
+
+    def _finish_local_locked(self, call: Call, done: asyncio.Future[object]) -> None:
         if not self.connected:
             return
         error = done.exception() if not done.cancelled() else AppOfflineError("cancelled")
@@ -398,7 +426,7 @@ class AsyncClient:
                 "".join(traceback.format_exception_only(error)).strip(),
             )
             self.connection.send_error(call.id, error)
-        self._flush()
+        self._flush_locked()
 
 
 def _context_of(meta: dict[str, object]) -> CallContext:

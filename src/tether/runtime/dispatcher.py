@@ -148,10 +148,13 @@ class Dispatcher:
         kwargs: dict[str, object],
         state: CallState,
         done: Done,
+        *,
+        in_thread: bool = False,
     ) -> None:
         """Starts a local function for a call: async ones as a task, sync ones in the pool.
 
-        ``done(result, error)`` runs on the loop when it ends.
+        ``done(result, error)`` runs on the loop when it ends; with ``in_thread``, a sync
+        function's ``done`` runs on the worker thread that ran it instead.
 
         Raises:
             PermissionDenied: ``require_user`` refused the call; nothing ran.
@@ -161,7 +164,7 @@ class Dispatcher:
         ctx = contextvars.copy_context()
         ctx.run(current_call.set, state)
         if not target.is_async:
-            self.pool.submit(ctx, target.fn, args, kwargs, done)
+            self.pool.submit(ctx, target.fn, args, kwargs, done, in_thread=in_thread)
             return
         coroutine: Coroutine[object, object, object] = target.fn(*args, **kwargs)  # type: ignore[assignment]
         task = self.loop.create_task(coroutine, context=ctx)

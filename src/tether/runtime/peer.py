@@ -11,6 +11,7 @@ import asyncio
 import functools
 import hmac
 import logging
+import threading
 import traceback
 from collections.abc import Awaitable, Callable
 
@@ -70,6 +71,7 @@ class Peer:
         self._send = send
         self._write = write
         self._lock = asyncio.Lock()
+        self._guard = threading.Lock()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.client_ip = client_ip
@@ -81,55 +83,63 @@ class Peer:
         self.context: CallContext | None = None
 
     # -- frames -------------------------------------------------------------------------
+    #
+    # ``_guard`` serializes every use of the Connection and the order of writes: the loop
+    # reads, and with ``write`` a worker thread that finished a call answers it itself.
+    # Methods ending in ``_locked`` expect it held.
 
     async def receive(self, frame: Frame) -> None:
         """Handles one frame. Raises RemoteProtocolError when the peer broke the protocol."""
-        self._handle(frame)
+        with self._guard:
+            self._handle_locked(frame)
         await self.flush()
 
     def receive_now(self, frame: Frame) -> None:
         """:meth:`receive` for a peer with ``write``: answers without awaiting."""
-        self._handle(frame)
-        self._write_now()
+        with self._guard:
+            self._handle_locked(frame)
+            self._write_locked()
 
-    def _handle(self, frame: Frame) -> None:
+    def _handle_locked(self, frame: Frame) -> None:
         connection = self.connection
         connection.receive_frame(frame)
         for event in connection.events_received():
             if self.close_reason is not None:
                 break  # refused: nothing after the refusal is acted on
             if type(event) is Call:
-                self._start_call(event)
+                self._start_call_locked(event)
             elif type(event) is Response:
-                self._resolve(event.id, event.value, None)
+                self._resolve_locked(event.id, event.value, None)
             elif type(event) is Failure:
-                self._resolve(event.id, None, event.error)
+                self._resolve_locked(event.id, None, event.error)
             elif type(event) is Hello:
-                self._hello(event)
+                self._hello_locked(event)
             elif type(event) is Register:
-                self._register(event)
+                self._register_locked(event)
             elif type(event) is Rejected:
                 log.info("call to %r refused: %s", event.command, event.error)
 
     async def flush(self) -> None:
-        if self._write is not None:
-            self._write_now()
-            return
-        frames = self.connection.frames_to_send()
+        """Sends what the connection has queued (on the loop)."""
+        with self._guard:
+            if self._write is not None:
+                self._write_locked()
+                return
+            frames = self.connection.frames_to_send()
         if frames:
             assert self._send is not None
             async with self._lock:
                 for frame in frames:
                     await self._send(frame)
 
-    def _write_now(self) -> None:
+    def _write_locked(self) -> None:
         if self._write is not None:
             for frame in self.connection.frames_to_send():
                 self._write(frame)
 
-    def _schedule_flush(self) -> None:
+    def _schedule_flush_locked(self) -> None:
         if self._write is not None:
-            self._write_now()
+            self._write_locked()
             return
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_forever())
@@ -147,7 +157,7 @@ class Peer:
 
     # -- handshake ----------------------------------------------------------------------
 
-    def _hello(self, hello: Hello) -> None:
+    def _hello_locked(self, hello: Hello) -> None:
         options = self.dispatcher.options
         key = hello.key or None
         if options.uplink_key is not None and key is not None and _same(key, options.uplink_key):
@@ -177,7 +187,7 @@ class Peer:
         }
         self.connection.accept("uplink" if self.trusted else "client", info, **extra)
 
-    def _register(self, event: Register) -> None:
+    def _register_locked(self, event: Register) -> None:
         if not self.trusted:
             self.connection.reject(
                 "Cannot register server functions from an untrusted client"
@@ -190,7 +200,7 @@ class Peer:
 
     # -- calls from the peer ------------------------------------------------------------
 
-    def _start_call(self, call: Call) -> None:
+    def _start_call_locked(self, call: Call) -> None:
         assert self.context is not None
         state = CallState(self.context, self.dispatcher.caller)
         dispatcher = self.dispatcher
@@ -198,35 +208,40 @@ class Peer:
         try:
             target = dispatcher.require(call.command)
             if isinstance(target, ServerFunction):
-                dispatcher.start_local(target, call.args, call.kwargs, state, done)
+                # With ``write``, a worker thread answers the call itself: no hop back.
+                dispatcher.start_local(
+                    target, call.args, call.kwargs, state, done, in_thread=self._write is not None
+                )
                 return
         except Exception as exc:  # no such function, or refused before it ran (require_user)
-            self._reply_error(call, exc)
+            self._reply_error_locked(call, exc)
             return
         task = asyncio.ensure_future(target.call_peer(call.command, call.args, call.kwargs, state))
         task.add_done_callback(functools.partial(_report, done))
 
     def _finish_call(self, call: Call, result: object, error: BaseException | None) -> None:
-        if self.closed:
-            return
-        if error is not None:
-            self._reply_error(call, error)
-            return
-        try:
-            self.connection.send_response(call.id, result)
-        except SerializationError as exc:
-            self._reply_error(call, exc)
-            return
-        self._schedule_flush()
+        """Answers a call: on the loop, or on the worker thread that ran it (with ``write``)."""
+        with self._guard:
+            if self.closed:
+                return
+            if error is not None:
+                self._reply_error_locked(call, error)
+                return
+            try:
+                self.connection.send_response(call.id, result)
+            except SerializationError as exc:
+                self._reply_error_locked(call, exc)
+                return
+            self._schedule_flush_locked()
 
-    def _reply_error(self, call: Call, error: BaseException) -> None:
+    def _reply_error_locked(self, call: Call, error: BaseException) -> None:
         if isinstance(error, TetherError) or type(error) in self.dispatcher.registry.by_class:
             log.info("call to %r raised %s: %s", call.command, type(error).__name__, error)
         else:
             log.error("call to %r failed", call.command, exc_info=error)
         trace = _trace(error) if self.dispatcher.options.dev else None
         self.connection.send_error(call.id, error, trace=trace)
-        self._schedule_flush()
+        self._schedule_flush_locked()
 
     # -- calls to the peer --------------------------------------------------------------
 
@@ -242,13 +257,14 @@ class Peer:
             "call-stack": [{"type": caller.type if caller else context.type}],
             "client": {"type": context.client.type, "ip": context.client.ip},
         }
-        call_id = self.connection.send_call(name, args, kwargs, meta)
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = future
+        with self._guard:
+            call_id = self.connection.send_call(name, args, kwargs, meta)
+            self._pending[call_id] = future
         await self.flush()
         return await future
 
-    def _resolve(self, call_id: str, value: object, error: BaseException | None) -> None:
+    def _resolve_locked(self, call_id: str, value: object, error: BaseException | None) -> None:
         future = self._pending.pop(call_id, None)
         if future is None or future.done():
             return
@@ -261,11 +277,12 @@ class Peer:
 
     def close(self) -> None:
         """The transport closed: forget this peer's functions, fail what waits on it."""
-        if self.closed:
-            return
-        self.closed = True
+        with self._guard:
+            if self.closed:
+                return
+            self.closed = True
+            self.connection.receive_close()
         self.dispatcher.unregister_peer(self)
-        self.connection.receive_close()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(

@@ -64,8 +64,8 @@ class _PeerStream(FramedStream):
             self._broken(exc)
             self.abort()
             return
-        if peer.close_reason is not None and self.transport is not None:
-            self.transport.close()  # after the refusal it just wrote
+        if peer.close_reason is not None:
+            self.close_soon()  # after the refusal it just wrote
 
     def _broken(self, error: RemoteProtocolError) -> None:
         ip = self.peer.client_ip if self.peer is not None else None

@@ -1,14 +1,20 @@
 """The raw TCP path between Python peers: length-prefixed frames on an asyncio Protocol.
 
 Both sides use :class:`FramedStream`; the client opens one with :func:`open_tcp`, the
-server makes one per accepted connection. Frames are written with ``transport.write`` at
-once; when the peer stops reading and the write buffer fills up, the stream stops reading
-too (so a peer cannot make this side buffer without bound).
+server makes one per accepted connection. The loop reads through the transport; frames
+are written by whichever thread has them (the loop, a worker thread that just finished a
+call, a thread blocked in a sync call), straight to a duplicate of the socket under a
+lock, so no thread hands a write to another. What the kernel does not take at once waits
+in a backlog that the loop drains; while one is pending the stream stops reading (a peer
+that does not read cannot make this side buffer without bound).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import threading
 from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
@@ -60,16 +66,22 @@ class FramedStream(asyncio.Protocol):
         self.on_error = on_error
         self.server = server
         self.transport: asyncio.Transport | None = None
-        loop = asyncio.get_running_loop()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self._reading_paused = False
+        self.loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self._socket: socket.socket | None = None
+        self._write_lock = threading.Lock()
+        self._backlog = bytearray()
+        self._draining = False
+        self._close_when_drained = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        self._socket = socket.socket(fileno=os.dup(sock.fileno()))  # shares O_NONBLOCK
         if not self.server:
-            self.transport.write(PREAMBLE)
+            self._write(PREAMBLE)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -88,39 +100,100 @@ class FramedStream(asyncio.Protocol):
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        with self._write_lock:
+            sock, self._socket = self._socket, None
+            self._backlog.clear()
+        if sock is not None:
+            if self._draining:
+                self.loop.remove_writer(sock.fileno())
+            sock.close()
         if not self.closed.done():
             self.closed.set_result(None)
         self.on_close(f"connection lost ({exc or 'closed by the other side'})")
 
-    def pause_writing(self) -> None:
-        if self.transport is not None and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.transport is not None and self._reading_paused:
-            self._reading_paused = False
-            self.transport.resume_reading()
-
     # -- frames -------------------------------------------------------------------------
 
     def send(self, frame: str | bytes) -> None:
-        """Sends one frame; a no-op once closing."""
+        """Sends one frame, from any thread; a no-op once closing."""
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(pack_frame(frame))
+            self._write(pack_frame(frame))
+
+    def _write(self, data: bytes) -> None:
+        with self._write_lock:
+            sock = self._socket
+            if sock is None:
+                return
+            if not self._backlog:
+                try:
+                    sent = sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    return  # the connection is going away; the loop will see it
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            self._backlog += data
+            if not self._draining:
+                self._draining = True
+                self.loop.call_soon_threadsafe(self._start_draining)
+
+    def _start_draining(self) -> None:
+        """Loop: waits until the socket takes the backlog; reads nothing meanwhile."""
+        with self._write_lock:
+            sock = self._socket
+            if sock is None or self.transport is None:
+                return
+            self.transport.pause_reading()
+            self.loop.add_writer(sock.fileno(), self._drain)
+
+    def _drain(self) -> None:
+        with self._write_lock:
+            sock = self._socket
+            if sock is None or self.transport is None:
+                return
+            try:
+                sent = sock.send(self._backlog)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                sent = len(self._backlog)  # going away: drop it
+            del self._backlog[:sent]
+            if self._backlog:
+                return
+            self._draining = False
+            self.loop.remove_writer(sock.fileno())
+            if self._close_when_drained:
+                self.transport.close()
+            elif not self.transport.is_closing():
+                self.transport.resume_reading()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
+    def close_soon(self, wait: float = 5.0) -> None:
+        """Loop: closes once the backlog is written, at once when there is none.
+
+        A peer that does not read it within ``wait`` seconds is cut off.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        with self._write_lock:
+            if self._draining:
+                self._close_when_drained = True
+                self.loop.call_later(wait, transport.abort)
+                return
+        transport.close()
+
     async def close(self, code: int = 1000, reason: str = "", wait: float = 5.0) -> None:
-        """Closes after the buffered frames are written; waits (bounded) for the end.
+        """Closes after the backlog is written; waits (bounded) for the end.
 
         ``code`` and ``reason`` are for the WebSocket's twin; a TCP stream just ends.
         """
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        self.close_soon(wait)
         try:
             async with asyncio.timeout(wait):
                 await asyncio.shield(self.closed)
