@@ -198,3 +198,11 @@ async def test_stopping_the_server_ends_tcp_clients_with_app_offline() -> None:
         with pytest.raises(server.AppOfflineError, match="not connected"):
             await client.call("echo", 2)
         await client.close()
+
+
+async def test_both_sides_sending_a_lot_at_once_never_wait_on_each_other(url: str) -> None:
+    """Many large calls in flight: both sides have a backlog; the client keeps reading."""
+    blob = b"\x01" * (1 << 20)
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        results = await asyncio.gather(*[client.call("echo", blob) for _ in range(24)])
+        assert all(r == blob for r in results)

@@ -13,7 +13,7 @@ from tests.conftest import TIMEOUT
 from tests.transports.test_websocket import FakeTransport
 from tether.errors import RemoteProtocolError
 from tether.protocol.framing import PREAMBLE, FrameReader, pack_frame
-from tether.transports.tcp import FramedStream
+from tether.transports.tcp import HIGH_WATER, FramedStream
 
 
 class SocketTransport(FakeTransport):
@@ -78,23 +78,28 @@ async def test_a_client_stream_starts_with_the_preamble_and_sends_frames(
     framed.connection_lost(None)
 
 
-@pytest.mark.parametrize("close", [True, False], ids=["then close", "then read again"])
-async def test_what_the_kernel_does_not_take_waits_and_pauses_reading(
-    pair: tuple[socket.socket, socket.socket], close: bool
+@pytest.mark.parametrize(
+    ("server", "close"),
+    [(True, True), (True, False), (False, False)],
+    ids=["server then close", "server then read again", "client"],
+)
+async def test_what_the_kernel_does_not_take_waits_in_a_backlog(
+    pair: tuple[socket.socket, socket.socket], server: bool, close: bool
 ) -> None:
-    framed, transport, _ = stream(pair[0], server=True)
-    big = "x" * 500
+    """A server stops reading over the high-water mark; a client never does."""
+    framed, transport, _ = stream(pair[0], server=server)
+    big = "x" * 50_000
     frames = 0
-    while not framed._backlog and frames < 100_000:  # fill the socket buffer
+    while len(framed._backlog) <= HIGH_WATER and frames < 10_000:  # fill the buffers
         framed.send(big)
         frames += 1
-    assert framed._backlog
+    assert len(framed._backlog) > HIGH_WATER
     framed.send("last")  # queued behind the backlog, in order
     if close:
         framed.close_soon()  # closes once drained
     await asyncio.sleep(0)
-    assert not transport.reading  # no new work while the peer does not read
-    reader = FrameReader(1 << 10)
+    assert transport.reading is not server  # a server takes no new work meanwhile
+    reader = FrameReader(1 << 20, preamble=not server)  # a client starts with it
     received: list[str | bytes] = []
     async with asyncio.timeout(TIMEOUT):
         while not received or received[-1] != "last":
@@ -125,7 +130,8 @@ async def test_frames_after_a_close_are_dropped(pair: tuple[socket.socket, socke
     framed, transport, seen = stream(pair[0], server=True)
     framed.data_received(PREAMBLE + pack_frame("one") + pack_frame("two"))
     assert seen == ["one", "two"]
-    transport.closing = True
+    framed.close_soon()
+    assert transport.closing
     framed.send("ignored")
     framed.data_received(pack_frame("three"))
     assert seen == ["one", "two"]
@@ -158,3 +164,17 @@ async def test_close_waits_for_the_end_then_aborts(
     framed.connection_lost(None)
     assert seen == ["connection lost (reset)", "connection lost (closed by the other side)"]
     await framed.close()  # already closed: returns at once
+
+
+async def test_the_duplicate_socket_ignores_the_default_timeout(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    socket.setdefaulttimeout(2)
+    try:
+        framed, _, _ = stream(pair[0])
+    finally:
+        socket.setdefaulttimeout(None)
+    assert framed._socket is not None
+    assert framed._socket.gettimeout() == 0.0  # non-blocking: a full buffer never blocks
+    framed.abort()
+    framed.connection_lost(None)

@@ -166,7 +166,7 @@ class AsyncClient:
         try:
             async with asyncio.timeout(self.open_timeout):
                 max_size = self.limits.max_frame_bytes + FRAME_SLACK
-                if self.url.startswith(TCP_SCHEME + ":"):
+                if urlsplit(self.url).scheme == TCP_SCHEME:
                     self._ws = await open_tcp(
                         self.url, max_size, self._receive, self._lost, self._broken
                     )
@@ -326,6 +326,7 @@ class AsyncClient:
 
     def _receive(self, frame: Frame) -> None:
         """Called by the transport for each message, on the loop."""
+        answers: list[tuple[AnyFuture, Response | Failure]] = []
         with self._guard:
             try:
                 self.connection.receive_frame(frame)
@@ -333,23 +334,27 @@ class AsyncClient:
                 broken: RemoteProtocolError | None = exc
             else:
                 broken = None
-                self._handle_events_locked()
+                self._handle_events_locked(answers)
                 self._flush_locked()
+        # Settled without the lock: a concurrent future runs its callbacks right here.
+        for future, answer in answers:
+            if future.done():
+                continue
+            if isinstance(answer, Response):
+                future.set_result(answer.value)
+            else:
+                future.set_exception(answer.error)
         if broken is not None:
             self._broken(broken)
             if self._ws is not None:
                 asyncio.get_running_loop().create_task(self._ws.close(1002, str(broken)[:120]))
 
-    def _handle_events_locked(self) -> None:
+    def _handle_events_locked(self, answers: list[tuple[AnyFuture, Response | Failure]]) -> None:
         for event in self.connection.events_received():
-            if type(event) is Response:
+            if type(event) is Response or type(event) is Failure:
                 future = self._pending.pop(event.id, None)
-                if future is not None and not future.done():
-                    future.set_result(event.value)
-            elif type(event) is Failure:
-                future = self._pending.pop(event.id, None)
-                if future is not None and not future.done():
-                    future.set_exception(event.error)
+                if future is not None:
+                    answers.append((future, event))
             elif type(event) is Call:
                 self._run_local(event)
             elif type(event) is Authenticated:

@@ -63,12 +63,14 @@ class TetherApp:
                 try:
                     await self._start_tcp()
                 except OSError as exc:
+                    self.dispatcher.stop()
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.tcp is not None:
                     self.tcp.stop()
+                    self.tcp = self.tcp_address = None
                 self.dispatcher.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -76,8 +78,9 @@ class TetherApp:
     async def _start_tcp(self) -> None:
         port = self.options.tcp_port
         if port is not None and self.tcp is None:
-            self.tcp = TcpListener(self.dispatcher, self.options.tcp_host, port)
-            self.tcp_address = await self.tcp.start()
+            listener = TcpListener(self.dispatcher, self.options.tcp_host, port)
+            self.tcp_address = await listener.start()
+            self.tcp = listener
             log.info("TCP port for tether:// clients: %s:%d", *self.tcp_address)
 
     def origin_allowed(self, scope: Scope) -> bool:

@@ -5,13 +5,16 @@ server makes one per accepted connection. The loop reads through the transport; 
 are written by whichever thread has them (the loop, a worker thread that just finished a
 call, a thread blocked in a sync call), straight to a duplicate of the socket under a
 lock, so no thread hands a write to another. What the kernel does not take at once waits
-in a backlog that the loop drains; while one is pending the stream stops reading (a peer
-that does not read cannot make this side buffer without bound).
+in a backlog that the loop drains. The server's side stops reading while its backlog is
+over :data:`HIGH_WATER` (a client that does not read its answers gets no new calls taken;
+answers to the calls already taken are still buffered). A client's side never stops
+reading, so two peers can never wait on each other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -23,6 +26,9 @@ from tether.errors import RemoteProtocolError
 from tether.protocol.framing import PREAMBLE, FrameReader, pack_frame
 
 __all__ = ["SCHEME", "FramedStream", "open_tcp", "tcp_address"]
+
+HIGH_WATER = 1 << 20
+"""Backlog bytes over which a server-side stream stops reading."""
 
 SCHEME = "tether"
 """``tether://HOST:PORT``: the URL of a server's TCP port."""
@@ -73,13 +79,16 @@ class FramedStream(asyncio.Protocol):
         self._backlog = bytearray()
         self._draining = False
         self._close_when_drained = False
+        self._closing = False
+        self._reading_paused = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
-        self._socket = socket.socket(fileno=os.dup(sock.fileno()))  # shares O_NONBLOCK
+        self._socket = socket.socket(fileno=os.dup(sock.fileno()))
+        self._socket.setblocking(False)  # not socket.getdefaulttimeout()
         if not self.server:
             self._write(PREAMBLE)
 
@@ -115,14 +124,12 @@ class FramedStream(asyncio.Protocol):
 
     def send(self, frame: str | bytes) -> None:
         """Sends one frame, from any thread; a no-op once closing."""
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            self._write(pack_frame(frame))
+        self._write(pack_frame(frame))
 
     def _write(self, data: bytes) -> None:
         with self._write_lock:
             sock = self._socket
-            if sock is None:
+            if sock is None or self._closing:
                 return
             if not self._backlog:
                 try:
@@ -138,15 +145,23 @@ class FramedStream(asyncio.Protocol):
             if not self._draining:
                 self._draining = True
                 self.loop.call_soon_threadsafe(self._start_draining)
+            elif self.server and len(self._backlog) > HIGH_WATER:
+                self.loop.call_soon_threadsafe(self._pause_reading)
 
     def _start_draining(self) -> None:
-        """Loop: waits until the socket takes the backlog; reads nothing meanwhile."""
+        """Loop: waits until the socket takes the backlog."""
         with self._write_lock:
             sock = self._socket
             if sock is None or self.transport is None:
                 return
-            self.transport.pause_reading()
             self.loop.add_writer(sock.fileno(), self._drain)
+        if self.server and len(self._backlog) > HIGH_WATER:
+            self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and not self._reading_paused and self._draining:
+            self._reading_paused = True
+            self.transport.pause_reading()
 
     def _drain(self) -> None:
         with self._write_lock:
@@ -165,11 +180,19 @@ class FramedStream(asyncio.Protocol):
             self._draining = False
             self.loop.remove_writer(sock.fileno())
             if self._close_when_drained:
+                self._closing = True
                 self.transport.close()
-            elif not self.transport.is_closing():
+            elif self._reading_paused and not self.transport.is_closing():
+                self._reading_paused = False
                 self.transport.resume_reading()
 
     def abort(self) -> None:
+        """Loop: ends the connection now (the duplicate socket too, whatever runs next)."""
+        with self._write_lock:
+            self._closing = True
+            if self._socket is not None:
+                with contextlib.suppress(OSError):  # already gone
+                    self._socket.shutdown(socket.SHUT_RDWR)
         if self.transport is not None:
             self.transport.abort()
 
@@ -184,8 +207,9 @@ class FramedStream(asyncio.Protocol):
         with self._write_lock:
             if self._draining:
                 self._close_when_drained = True
-                self.loop.call_later(wait, transport.abort)
+                self.loop.call_later(wait, self.abort)
                 return
+            self._closing = True
         transport.close()
 
     async def close(self, code: int = 1000, reason: str = "", wait: float = 5.0) -> None:
