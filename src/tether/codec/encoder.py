@@ -186,7 +186,7 @@ class Encoder:
         depth += 1
         for i, item in enumerate(seq):
             t = type(item)
-            if (
+            if (  # _plain(item), inlined: a call per element costs ~10 % on plain data
                 t is str
                 or item is None
                 or t is bool
@@ -268,7 +268,7 @@ class Encoder:
                     f" at {format_path(path)}"
                 )
             t = type(item)
-            if (
+            if (  # _plain(item), inlined: a call per element costs ~10 % on plain data
                 t is str
                 or item is None
                 or t is bool

@@ -52,36 +52,47 @@ class FrameReader:
             FrameTooLarge: a frame announced over ``max_size``.
         """
         buffer = self._buffer
-        buffer += data
-        if self._preamble:
-            if len(buffer) < len(PREAMBLE):
-                if not PREAMBLE.startswith(buffer):
-                    raise RemoteProtocolError("not a Tether stream (wrong preamble)")
+        if buffer or self._preamble:
+            buffer += data
+            if self._preamble and not self._skip_preamble():
                 return []
-            if buffer[: len(PREAMBLE)] != PREAMBLE:
-                raise RemoteProtocolError("not a Tether stream (wrong preamble)")
-            del buffer[: len(PREAMBLE)]
-            self._preamble = False
+            data = bytes(buffer)
+            buffer.clear()
+        # Frames are cut straight out of ``data``: one copy per payload, none when a read
+        # holds exactly what it needs; only an incomplete tail is kept for the next read.
         frames: list[str | bytes] = []
+        view = memoryview(data)
         start = 0
-        end = len(buffer)
+        end = len(data)
         while end - start >= 4:
-            (header,) = _HEADER.unpack_from(buffer, start)
+            (header,) = _HEADER.unpack_from(data, start)
             size = header & _LENGTH
             if size > self.max_size:
                 raise FrameTooLarge(f"frame of {size} bytes is over the limit of {self.max_size}")
             stop = start + 4 + size
             if stop > end:
                 break
-            payload = bytes(buffer[start + 4 : stop])
             if header & _BINARY:
-                frames.append(payload)
+                frames.append(bytes(view[start + 4 : stop]))
             else:
                 try:
-                    frames.append(payload.decode())
+                    frames.append(str(view[start + 4 : stop], "utf-8"))
                 except UnicodeDecodeError as exc:
                     raise RemoteProtocolError(f"text frame is not UTF-8: {exc}") from None
             start = stop
-        if start:
-            del buffer[:start]
+        if start < end:
+            buffer += view[start:]
         return frames
+
+    def _skip_preamble(self) -> bool:
+        """Checks and drops the preamble; False while it is still incomplete."""
+        buffer = self._buffer
+        if len(buffer) < len(PREAMBLE):
+            if not PREAMBLE.startswith(buffer):
+                raise RemoteProtocolError("not a Tether stream (wrong preamble)")
+            return False
+        if buffer[: len(PREAMBLE)] != PREAMBLE:
+            raise RemoteProtocolError("not a Tether stream (wrong preamble)")
+        del buffer[: len(PREAMBLE)]
+        self._preamble = False
+        return True
