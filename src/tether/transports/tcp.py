@@ -81,6 +81,7 @@ class FramedStream(asyncio.Protocol):
         self._close_when_drained = False
         self._closing = False
         self._reading_paused = False
+        self._pause_asked = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -145,7 +146,8 @@ class FramedStream(asyncio.Protocol):
             if not self._draining:
                 self._draining = True
                 self.loop.call_soon_threadsafe(self._start_draining)
-            elif self.server and len(self._backlog) > HIGH_WATER:
+            elif self.server and not self._pause_asked and len(self._backlog) > HIGH_WATER:
+                self._pause_asked = True  # asked once per backlog, not once per write
                 self.loop.call_soon_threadsafe(self._pause_reading)
 
     def _start_draining(self) -> None:
@@ -178,6 +180,7 @@ class FramedStream(asyncio.Protocol):
             if self._backlog:
                 return
             self._draining = False
+            self._pause_asked = False
             self.loop.remove_writer(sock.fileno())
             if self._close_when_drained:
                 self._closing = True
