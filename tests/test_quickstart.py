@@ -44,21 +44,21 @@ def test_client_without_a_server_fails_clearly() -> None:
     assert "AppOfflineError: cannot connect to ws://127.0.0.1:9/_/ws" in result.stderr
 
 
-def test_python_dash_m_tether_and_help() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tether", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=True,
-    )
-    assert "--uplink-key" in result.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "tether", "serve", "no/such/app.py"],
+def run_tether(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``python -m tether ARGS`` and returns what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "tether", *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
         check=False,
     )
+
+
+def test_python_dash_m_tether_and_help() -> None:
+    result = run_tether("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--uplink-key" in result.stdout
+    bad = run_tether("serve", "no/such/app.py")
     assert bad.returncode != 0
     assert "no app file" in bad.stderr
