@@ -288,7 +288,7 @@ class AsyncClient:
         """
         assert self._loop is not None, "not connected"
         waiter = Waiter()
-        if type(self._ws) is FramedStream:
+        if self._ws is not None and self._ws.threadsafe_send:
             self.start_call(name, args, kwargs, waiter)
         else:
             self._loop.call_soon_threadsafe(self.start_call, name, args, kwargs, waiter)

@@ -48,7 +48,7 @@ class Peer:
     """One connected peer (a Python client, an uplink script or a browser).
 
     Frames go out through ``send`` (a coroutine: the ASGI WebSocket) or ``write`` (a
-    plain call that never blocks: the TCP stream); give one of them.
+    plain call that never blocks, from any thread: the TCP stream); give one of them.
     """
 
     def __init__(

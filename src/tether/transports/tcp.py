@@ -49,6 +49,8 @@ def tcp_address(url: str) -> tuple[str, int]:
 class FramedStream(asyncio.Protocol):
     """One TCP connection carrying frames.
 
+    ``send`` may be called from any thread (``threadsafe_send``).
+
     Args:
         max_size: the largest frame accepted from the peer.
         on_frame: gets each whole frame, on the loop.
@@ -56,6 +58,8 @@ class FramedStream(asyncio.Protocol):
         on_error: gets the peer's framing error; the stream then closes.
         server: this is the accepting side (expects the client's preamble).
     """
+
+    threadsafe_send = True
 
     def __init__(
         self,

@@ -28,6 +28,9 @@ OnClose = Callable[[str], None]
 class WebSocket(asyncio.Protocol):
     """One client WebSocket. ``on_frame`` gets each whole message, ``on_close`` the end."""
 
+    threadsafe_send = False
+    """``send`` only on the loop."""
+
     def __init__(
         self, url: str, subprotocols: list[str], max_size: int, on_frame: OnFrame, on_close: OnClose
     ) -> None:
