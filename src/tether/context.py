@@ -6,6 +6,8 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tether.codec.capability import CapabilitySession
+
 __all__ = ["CallContext", "ClientInfo", "StackFrame"]
 
 
@@ -53,6 +55,8 @@ class CallState:
     context: CallContext
     caller: Caller
     extra: dict[str, object] = field(default_factory=dict)
+    cap_session: CapabilitySession | None = None
+    """Whom capabilities are signed for in this call (the calling client's session)."""
 
 
 current_call: contextvars.ContextVar[CallState | None] = contextvars.ContextVar(

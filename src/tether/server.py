@@ -14,6 +14,7 @@ from typing import Any, TypeVar, overload
 
 from tether import _current
 from tether.codec import BlobMedia, Media, portable_registry
+from tether.codec.capability import Capability, unwrap_capability
 from tether.context import CallContext, ClientInfo, StackFrame, current_call
 from tether.errors import (
     AppOfflineError,
@@ -43,6 +44,7 @@ __all__ = [
     "BackgroundTaskKilled",
     "BackgroundTaskNotFound",
     "BlobMedia",
+    "Capability",
     "ExecutionTerminatedError",
     "InternalError",
     "InvalidResponseError",
@@ -64,11 +66,13 @@ __all__ = [
     "connect",
     "context",  # noqa: F822 - a module __getattr__ attribute: the running call's context
     "disconnect",
+    "invalidate_client_objects",
     "is_app_online",
     "loading_indicator",
     "no_loading_indicator",
     "portable_class",
     "set_user_resolver",
+    "unwrap_capability",
     "wait_forever",
 ]
 
@@ -178,6 +182,22 @@ def is_app_online() -> bool:
     if _current.client is not None:
         return bool(_current.client.connected)
     return bool(_current.dispatchers)
+
+
+def invalidate_client_objects() -> None:
+    """Invalidates every capability signed for the calling client's session: they arrive
+    with ``is_valid`` False from now on, using one raises ``PermissionDenied``, and the
+    session's live subscriptions end. In a client, it asks the server to do so for this
+    connection. Trusted peers and server code have no session: a no-op for them.
+    """
+    state = current_call.get()
+    if state is not None and _current.dispatchers:
+        from tether.runtime.dispatcher import invalidate_session
+
+        invalidate_session(state.cap_session)
+        return
+    if _current.client is not None:
+        _current.client.client.invalidate_client_objects()
 
 
 _user_resolver: Callable[[], object] | None = None

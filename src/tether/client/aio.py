@@ -10,17 +10,26 @@ from __future__ import annotations
 import _thread
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import logging
 import threading
 import traceback
+import weakref
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import websockets
 
 from tether.codec import Limits, PortableRegistry, portable_registry
+from tether.codec.capability import (
+    Capability,
+    HolderWire,
+    apply_updates,
+    collect_updates,
+    invalidate_local,
+)
 from tether.context import CallContext, CallState, ClientInfo, StackFrame, current_call
 from tether.errors import (
     AppOfflineError,
@@ -38,6 +47,7 @@ from tether.protocol import (
     Connection,
     Failure,
     Frame,
+    Push,
     Rejected,
     Response,
     Role,
@@ -47,6 +57,10 @@ from tether.transports.tcp import FramedStream, open_tcp
 from tether.transports.websocket import WebSocket, open_websocket
 
 __all__ = ["AsyncClient", "websocket_url"]
+
+SUBSCRIBE = "tether.private.subscribe"
+UNSUBSCRIBE = "tether.private.unsubscribe"
+INVALIDATE = "tether.private.invalidate_client_objects"
 
 log = logging.getLogger("tether.client")
 
@@ -135,7 +149,9 @@ class AsyncClient:
         self.functions = functions
         self.open_timeout = open_timeout
         self.trusted = False
-        self.connection = Connection(Role.CLIENT, registry=registry, limits=self.limits)
+        self.connection = Connection(
+            Role.CLIENT, registry=registry, limits=self.limits, capabilities=HolderWire()
+        )
         # Serializes the Connection, ``_pending`` and the order of writes: the loop reads,
         # and on the TCP path a thread blocked in a sync call writes its CALL itself.
         self._guard = threading.Lock()
@@ -146,6 +162,9 @@ class AsyncClient:
         self._threads = threads
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed_reason: str | None = None
+        # Live-update subscriptions: scope key -> the capabilities subscribed (by identity,
+        # held weakly: collecting the last one ends the subscription).
+        self._subscribed: dict[str, dict[int, weakref.ref[Capability]]] = {}
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -315,6 +334,79 @@ class AsyncClient:
                     return
         future.set_exception(error)
 
+    # -- live updates -------------------------------------------------------------------
+
+    async def subscribe(self, cap: Capability) -> None:
+        """Asks the server to push every update on ``cap``'s scope to this connection at
+        once; each runs ``cap``'s update handler. It ends with :meth:`unsubscribe`, when
+        ``cap`` is garbage-collected, or when the connection closes.
+
+        Raises:
+            PermissionDenied: the server refused the capability (forged, invalidated).
+        """
+        if type(cap) is not Capability:
+            raise TypeError(f"subscribe needs a Capability, got {type(cap).__name__}")
+        await self.call(SUBSCRIBE, cap)
+        key = cap._key
+        loop = asyncio.get_running_loop()
+        self._subscribed.setdefault(key, {})[id(cap)] = weakref.ref(
+            cap, functools.partial(self._collected, loop, key, id(cap))
+        )
+
+    async def unsubscribe(self, cap: Capability) -> None:
+        """Ends the pushes :meth:`subscribe` asked for (for this capability object)."""
+        holders = self._subscribed.get(cap._key)
+        if holders is None or holders.pop(id(cap), None) is None:
+            return
+        if not holders:
+            del self._subscribed[cap._key]
+            if self.connected:
+                await self.call(UNSUBSCRIBE, cap._key)
+
+    async def invalidate_client_objects(self) -> None:
+        """Invalidates every capability the server signed for this client's session (and
+        ends its subscriptions); capabilities held here turn invalid too."""
+        await self.call(INVALIDATE)
+        invalidate_local()
+        self._subscribed.clear()
+
+    def _collected(
+        self, loop: asyncio.AbstractEventLoop, key: str, ident: int, _ref: object
+    ) -> None:
+        """A subscribed capability was collected (any thread): unsubscribe if it was the
+        last one for its scope."""
+        if loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._forget, key, ident)
+
+    def _forget(self, key: str, ident: int) -> None:
+        holders = self._subscribed.get(key)
+        if holders is None:
+            return
+        ref = holders.get(ident)
+        if ref is not None and ref() is None:
+            del holders[ident]
+        if not holders:
+            del self._subscribed[key]
+            if self.connected:
+                future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+                future.add_done_callback(_ignore)
+                self.start_call(UNSUBSCRIBE, (key,), {}, future)
+
+    def _apply_push(self, push: Push) -> None:
+        if push.error is not None:
+            log.error("could not read a live update for %s: %s", push.key, push.error)
+            return
+        for ref in list(self._subscribed.get(push.key, {}).values()):
+            cap = ref()
+            if cap is None or cap._handler is None:
+                continue
+            try:
+                cap._handler(push.update)
+            except Exception:
+                log.exception("the update handler of %r raised", cap)
+
     # -- frames -------------------------------------------------------------------------
 
     def _flush_locked(self) -> None:
@@ -327,6 +419,7 @@ class AsyncClient:
     def _receive(self, frame: Frame) -> None:
         """Called by the transport for each message, on the loop."""
         answers: list[tuple[AnyFuture, Response | Failure]] = []
+        pushes: list[Push] = []
         with self._guard:
             try:
                 self.connection.receive_frame(frame)
@@ -334,10 +427,18 @@ class AsyncClient:
                 broken: RemoteProtocolError | None = exc
             else:
                 broken = None
-                self._handle_events_locked(answers)
+                self._handle_events_locked(answers, pushes)
                 self._flush_locked()
+        for push in pushes:
+            self._apply_push(push)
         # Settled without the lock: a concurrent future runs its callbacks right here.
         for future, answer in answers:
+            if answer.updates and answer.capabilities:
+                # Before the caller wakes: it sees its objects already updated.
+                try:
+                    apply_updates(answer.capabilities, answer.updates)
+                except Exception:
+                    log.exception("an update handler raised (the call's result is unaffected)")
             if future.done():
                 continue
             if isinstance(answer, Response):
@@ -349,12 +450,16 @@ class AsyncClient:
             if self._ws is not None:
                 asyncio.get_running_loop().create_task(self._ws.close(1002, str(broken)[:120]))
 
-    def _handle_events_locked(self, answers: list[tuple[AnyFuture, Response | Failure]]) -> None:
+    def _handle_events_locked(
+        self, answers: list[tuple[AnyFuture, Response | Failure]], pushes: list[Push]
+    ) -> None:
         for event in self.connection.events_received():
             if type(event) is Response or type(event) is Failure:
                 future = self._pending.pop(event.id, None)
                 if future is not None:
                     answers.append((future, event))
+            elif type(event) is Push:
+                pushes.append(event)
             elif type(event) is Call:
                 self._run_local(event)
             elif type(event) is Authenticated:
@@ -381,6 +486,7 @@ class AsyncClient:
                 self._closed_reason = reason
             self.connection.receive_close()
             pending, self._pending = self._pending, {}
+            self._subscribed.clear()
         if self._auth is not None and not self._auth.done():
             self._auth.set_exception(AppOfflineError(reason))
         for future in pending.values():
@@ -412,16 +518,28 @@ class AsyncClient:
         future.add_done_callback(functools.partial(self._finish_local, call))
 
     def _finish_local(self, call: Call, done: asyncio.Future[object]) -> None:
+        error = done.exception() if not done.cancelled() else AppOfflineError("cancelled")
+        updates: dict[str, object] | None = None
+        if error is None and call.capabilities:
+            try:  # before the lock: get_update is user code
+                updates = collect_updates(call.capabilities)
+            except Exception as exc:
+                error = exc
         with self._guard:
-            self._finish_local_locked(call, done)
+            self._finish_local_locked(call, done, error, updates)
 
-    def _finish_local_locked(self, call: Call, done: asyncio.Future[object]) -> None:
+    def _finish_local_locked(
+        self,
+        call: Call,
+        done: asyncio.Future[object],
+        error: BaseException | None,
+        updates: dict[str, object] | None,
+    ) -> None:
         if not self.connected:
             return
-        error = done.exception() if not done.cancelled() else AppOfflineError("cancelled")
         if error is None:
             try:
-                self.connection.send_response(call.id, done.result())
+                self.connection.send_response(call.id, done.result(), updates=updates)
             except SerializationError as exc:
                 error = exc
         if error is not None:
@@ -432,6 +550,11 @@ class AsyncClient:
             )
             self.connection.send_error(call.id, error)
         self._flush_locked()
+
+
+def _ignore(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a failed unsubscribe of a collected capability is moot
 
 
 def _context_of(meta: dict[str, object]) -> CallContext:

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from tether.client.aio import AsyncClient
+from tether.codec.capability import Capability
 
 __all__ = ["Client"]
 
@@ -62,6 +63,18 @@ class Client:
     async def acall(self, name: str, *args: object, **kwargs: object) -> object:
         """Calls from a coroutine on another loop, without blocking that loop."""
         return await asyncio.wrap_future(self.aio.call_threadsafe(name, args, kwargs))
+
+    def subscribe(self, cap: Capability) -> None:
+        """Live updates for ``cap``'s scope; see :meth:`AsyncClient.subscribe`."""
+        self._run(self.aio.subscribe(cap))
+
+    def unsubscribe(self, cap: Capability) -> None:
+        """Ends them; see :meth:`AsyncClient.unsubscribe`."""
+        self._run(self.aio.unsubscribe(cap))
+
+    def invalidate_client_objects(self) -> None:
+        """See :meth:`AsyncClient.invalidate_client_objects`."""
+        self._run(self.aio.invalidate_client_objects())
 
     def wait_closed(self, timeout: float | None = None) -> None:
         """Blocks until the connection ends (or ``timeout`` seconds pass)."""

@@ -8,6 +8,7 @@ the runtime only acts on events. Nothing here touches a socket, a loop or a cloc
 from __future__ import annotations
 
 import enum
+import functools
 import gc
 import itertools
 import os
@@ -27,10 +28,12 @@ from tether.codec import (
     media_ids,
     portable_registry,
 )
+from tether.codec.capability import Capability, CapabilityWire
 from tether.codec.media import chunks
 from tether.errors import (
     FrameTooLarge,
     LocalProtocolError,
+    PermissionDenied,
     RemoteError,
     RemoteProtocolError,
     SerializationError,
@@ -44,6 +47,7 @@ from tether.protocol.events import (
     Event,
     Failure,
     Hello,
+    Push,
     Register,
     Rejected,
     Response,
@@ -97,6 +101,8 @@ class Connection:
         limits: bounds on every message, both ways.
         compact: write runs of portable objects as one ``objects`` entry (only for peers
             that speak ``tether.v1``; every peer's runs are read either way).
+        capabilities: how this side writes and reads capabilities (signing on a server,
+            holding on a client); None refuses them as unknown values.
     """
 
     def __init__(
@@ -106,15 +112,18 @@ class Connection:
         registry: PortableRegistry = portable_registry,
         limits: Limits | None = None,
         compact: bool = False,
+        capabilities: CapabilityWire | None = None,
     ) -> None:
         self.role = role
         self.compact = compact
+        self.capabilities = capabilities
         self.registry = registry
         self.limits = limits or Limits()
         self.state = State.NEW
         self._out: list[Frame] = []
         self._events: list[Event] = []
         self._pending_out: dict[str, str] = {}  # call id -> command, for calls made from here
+        self._sent_caps: dict[str, list[Capability]] = {}  # call id -> capabilities sent in it
         self._abandoned: set[str] = set()
         self._incoming: dict[str, _Partial] = {}
         self._chunk: tuple[_Partial, str, bool] | None = None
@@ -183,28 +192,54 @@ class Connection:
         if meta:
             header.update(meta)
         try:
-            self._send_values(header, {"args": args, "kwargs": kwargs}, call_id)
+            sent = self._send_values(header, {"args": args, "kwargs": kwargs}, call_id)
         except SerializationError as exc:
             raise SerializationError(f"cannot serialize arguments to {command!r}: {exc}") from exc
         self._pending_out[call_id] = command
+        if sent:
+            self._sent_caps[call_id] = sent
         return call_id
 
     def send_response(
-        self, call_id: str, value: object, meta: dict[str, object] | None = None
+        self,
+        call_id: str,
+        value: object,
+        meta: dict[str, object] | None = None,
+        *,
+        updates: dict[str, object] | None = None,
     ) -> None:
-        """Queues the result of a call.
+        """Queues the result of a call, with ``updates`` (scope key -> update, from
+        :func:`~tether.codec.capability.collect_updates`) as its ``capUpdates``.
 
         Raises:
-            SerializationError: the value cannot be sent; nothing was queued, so send an
-                error instead.
+            SerializationError: the value or an update cannot be sent; nothing was
+                queued, so send an error instead.
         """
         header: dict[str, object] = {"id": call_id}
         if meta:
             header.update(meta)
+        values: dict[str, object] = {"response": value}
+        if updates:
+            values["capUpdates"] = updates
         try:
-            self._send_values(header, {"response": value}, call_id)
+            self._send_values(header, values, call_id)
         except SerializationError as exc:
             raise SerializationError(f"cannot serialize return value: {exc}") from exc
+
+    def send_push(self, key: str, update: object) -> None:
+        """Server: queues a live update for the subscribed scope ``key`` (a ``PUSH``).
+
+        Raises:
+            SerializationError: the update cannot be sent, or holds Media (pushes carry
+                no media chunks).
+        """
+        self._expect(Role.SERVER, State.OPEN)
+        header: dict[str, object] = {"type": "PUSH", "key": key}
+        before = len(self._out)
+        self._send_values(header, {"update": update}, "")
+        if len(self._out) != before + 1:
+            del self._out[before:]
+            raise SerializationError("an update with Media cannot be pushed (send a URL or id)")
 
     def send_error(
         self,
@@ -238,6 +273,7 @@ class Connection:
 
     def abandon(self, call_id: str) -> None:
         """Forgets a call made from here (it timed out); a late answer is then ignored."""
+        self._sent_caps.pop(call_id, None)
         if self._pending_out.pop(call_id, None) is None:
             return
         partial = self._incoming.get(call_id)
@@ -288,6 +324,9 @@ class Connection:
             self._receive_answer(message)
         elif kind == "CHUNK_HEADER":
             self._receive_chunk_header(message)
+        elif kind == "PUSH" and self.role is Role.CLIENT:
+            self._require_open("PUSH")
+            self._receive_push(message)
         elif kind == "REGISTER" and self.role is Role.SERVER:
             if self.state not in (State.AUTHENTICATING, State.OPEN):
                 raise RemoteProtocolError("REGISTER before the key")
@@ -324,6 +363,7 @@ class Connection:
         self.state = State.CLOSED
         pending = list(self._pending_out)
         self._pending_out.clear()
+        self._sent_caps.clear()
         self._incoming.clear()
         self._chunk = None
         return pending
@@ -345,13 +385,26 @@ class Connection:
 
     def _send_values(
         self, header: dict[str, object], values: dict[str, object], request_id: str
-    ) -> None:
-        _without_gc(self._encode_values, header, values, request_id)  # see receive_frame
+    ) -> list[Capability]:
+        """Encodes and queues one message; returns the capabilities written into it."""
+        found: list[Capability] = []
+        _without_gc(self._encode_values, header, values, request_id, found)  # see receive_frame
+        return found
+
+    def _decoders(self, found: list[Capability]) -> dict[str, Any] | None:
+        wire = self.capabilities
+        return None if wire is None else {"Capability": functools.partial(wire.decode, found)}
 
     def _encode_values(
-        self, header: dict[str, object], values: dict[str, object], request_id: str
+        self,
+        header: dict[str, object],
+        values: dict[str, object],
+        request_id: str,
+        found: list[Capability],
     ) -> None:
-        encoded = encode_values(values, self.registry, self.limits, compact=self.compact)
+        wire = self.capabilities
+        extra = None if wire is None else functools.partial(wire.encode, found)
+        encoded = encode_values(values, self.registry, self.limits, extra, compact=self.compact)
         header.update(encoded.values)
         header["objects"] = encoded.objects
         if encoded.vt_global is not None:
@@ -437,13 +490,15 @@ class Connection:
     def _finish(
         self, msg_id: str, message: dict[str, object], is_call: bool, media: dict[str, Media] | None
     ) -> None:
+        found: list[Capability] = []
+        decoders = self._decoders(found)
         if is_call:
             command = str(message["command"])
             try:
                 global_data = decode_values(
-                    message, ("args", "kwargs"), self.registry, self.limits, media
+                    message, ("args", "kwargs"), self.registry, self.limits, media, decoders
                 )
-            except SerializationError as exc:
+            except (SerializationError, PermissionDenied) as exc:
                 self._fail(msg_id, message, True, exc)
                 return
             args = message["args"]
@@ -455,23 +510,55 @@ class Connection:
             if command == ECHO:
                 self.send_response(msg_id, args[0] if args else None)
                 return
-            self._events.append(Call(msg_id, command, args, kwargs, global_data, message))
+            self._events.append(Call(msg_id, command, args, kwargs, global_data, message, found))
             return
         self._pending_out.pop(msg_id, None)
+        sent = self._sent_caps.pop(msg_id, [])
         try:
             if "error" in message:
-                decode_values(message, ("error",), self.registry, self.limits, media)
-                self._events.append(
-                    Failure(msg_id, self._error_from_wire(message["error"]), message)
-                )
+                decode_values(message, ("error",), self.registry, self.limits, media, decoders)
+                raised = self._error_from_wire(message["error"])
+                self._events.append(Failure(msg_id, raised, message, sent))
             else:
-                decode_values(message, ("response",), self.registry, self.limits, media)
-                self._events.append(Response(msg_id, message["response"], message))
-        except SerializationError as exc:
-            self._events.append(Failure(msg_id, exc, message))
+                decode_values(
+                    message, ("response", "capUpdates"), self.registry, self.limits, media, decoders
+                )
+                updates = message.get("capUpdates")
+                self._events.append(
+                    Response(
+                        msg_id,
+                        message["response"],
+                        message,
+                        sent,
+                        updates if type(updates) is dict else None,
+                    )
+                )
+        except (SerializationError, PermissionDenied) as exc:
+            self._events.append(Failure(msg_id, exc, message, sent))
+
+    def _receive_push(self, message: dict[str, object]) -> None:
+        key = message.get("key")
+        if type(key) is not str:
+            raise RemoteProtocolError("PUSH needs a string key")
+        if "update" not in message:
+            raise RemoteProtocolError("PUSH needs an update")
+        if media_ids(message.get("objects")):
+            raise RemoteProtocolError("PUSH cannot carry media")
+        try:
+            decode_values(
+                message, ("update",), self.registry, self.limits, None, self._decoders([])
+            )
+        except (SerializationError, PermissionDenied) as exc:
+            self._events.append(Push(key, None, exc))
+            return
+        self._events.append(Push(key, message["update"]))
 
     def _fail(
-        self, msg_id: str, message: dict[str, object], is_call: bool, exc: SerializationError
+        self,
+        msg_id: str,
+        message: dict[str, object],
+        is_call: bool,
+        exc: SerializationError | PermissionDenied,
     ) -> None:
         if is_call:
             command = str(message.get("command"))

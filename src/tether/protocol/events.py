@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tether.codec import GlobalData
+from tether.codec.capability import Capability
 
 __all__ = [
     "AuthFailed",
@@ -13,6 +14,7 @@ __all__ = [
     "Event",
     "Failure",
     "Hello",
+    "Push",
     "Register",
     "Rejected",
     "Response",
@@ -61,6 +63,8 @@ class Call:
     kwargs: dict[str, object]
     global_data: GlobalData = field(compare=False, repr=False)
     meta: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+    capabilities: list[Capability] = field(default_factory=list, compare=False, repr=False)
+    """The capabilities that arrived in the arguments (their updates go back in the reply)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,10 @@ class Response:
     id: str
     value: object
     meta: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+    capabilities: list[Capability] = field(default_factory=list, compare=False, repr=False)
+    """The capabilities this side sent in the call: apply ``updates`` to them."""
+    updates: dict[str, object] | None = field(default=None, compare=False, repr=False)
+    """The reply's ``capUpdates``: scope key -> update."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,18 @@ class Failure:
     id: str
     error: BaseException
     meta: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+    capabilities: list[Capability] = field(default_factory=list, compare=False, repr=False)
+    updates: dict[str, object] | None = field(default=None, compare=False, repr=False)
 
 
-Event = Hello | Authenticated | AuthFailed | Register | Call | Rejected | Response | Failure
+@dataclass(frozen=True, slots=True)
+class Push:
+    """Client side: a live update for a scope this connection subscribed to; ``error``
+    when it could not be read (the update is then None)."""
+
+    key: str
+    update: object
+    error: Exception | None = None
+
+
+Event = Hello | Authenticated | AuthFailed | Register | Call | Rejected | Response | Failure | Push

@@ -171,6 +171,8 @@ def create_app(
     handshake_timeout: float = 10.0,
     tcp_port: int | None = None,
     tcp_host: str = "127.0.0.1",
+    secret: bytes | str | None = None,
+    data_dir: str | None = None,
 ) -> TetherApp:
     """Returns the ASGI application serving the functions registered in this process.
 
@@ -185,6 +187,10 @@ def create_app(
         tcp_port: also listen for Python clients on this raw TCP port
             (``tether://HOST:PORT``; 0 picks a free one), started with the ASGI lifespan.
         tcp_host: the interface of the TCP port.
+        secret: the secret that signs capabilities (16 bytes or more). None reads
+            ``TETHER_SECRET``, else the ``secret`` file in ``data_dir`` (made once), else
+            makes a random one for this process.
+        data_dir: the folder where the server keeps its files (the secret).
 
     Run it under any ASGI server (``uvicorn``) or mount it in Starlette/FastAPI.
     """
@@ -202,5 +208,7 @@ def create_app(
         handshake_timeout=handshake_timeout,
         tcp_host=tcp_host,
         tcp_port=tcp_port,
+        secret=secret,
+        data_dir=data_dir,
     )
     return TetherApp(options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -44,6 +45,11 @@ def main() -> None:
 @click.option("--max-objects", default=_DEFAULT.max_objects, show_default=True, type=int)
 @click.option("--max-int-digits", default=_DEFAULT.max_int_digits, show_default=True, type=int)
 @click.option("--max-media-bytes", default=_DEFAULT.max_media_bytes, show_default=True, type=int)
+@click.option(
+    "--data-dir",
+    envvar="TETHER_DATA_DIR",
+    help="Where the server keeps its files (the capability secret) [default: APP/.tether].",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     app: str,
@@ -60,6 +66,7 @@ def serve(
     max_objects: int,
     max_int_digits: int,
     max_media_bytes: int,
+    data_dir: str | None,
     log_level: str,
 ) -> None:
     """Serve APP: a module name, a package, a .py file, or a folder holding app.py."""
@@ -71,23 +78,34 @@ def serve(
     try:
         load_app(app)
         limits = Limits(max_frame_bytes, max_depth, max_objects, max_int_digits, max_media_bytes)
+        asgi = create_app(
+            uplink_key=uplink_key,
+            client_key=client_key,
+            dev=dev,
+            limits=limits,
+            threads=threads,
+            allowed_origins=allow_origin,
+            tcp_host=host,
+            tcp_port=tcp_port,
+            data_dir=data_dir or str(default_data_dir(app)),
+        )
     except (ImportError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    asgi = create_app(
-        uplink_key=uplink_key,
-        client_key=client_key,
-        dev=dev,
-        limits=limits,
-        threads=threads,
-        allowed_origins=allow_origin,
-        tcp_host=host,
-        tcp_port=tcp_port,
-    )
     trust = "uplink key set" if uplink_key else "no uplink key: no client is trusted"
     tcp = f", tether://{host}:{tcp_port}" if tcp_port is not None else ""
     click.echo(f"Tether serving {app} on http://{host}:{port}{tcp} (WebSocket /_/ws; {trust})")
     sys.stdout.flush()
     serve_forever(asgi, host, port, log_level=log_level)
+
+
+def default_data_dir(app: str) -> Path:
+    """``APP/.tether`` for a folder, ``FOLDER/.tether`` for a file, ``./.tether`` for a module."""
+    path = Path(app)
+    if path.is_dir():
+        return path / ".tether"
+    if path.is_file():
+        return path.parent / ".tether"
+    return Path(".tether")
 
 
 if __name__ == "__main__":  # pragma: no cover

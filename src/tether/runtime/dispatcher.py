@@ -18,9 +18,20 @@ from typing import TYPE_CHECKING
 
 from tether._pool import CallPool, Done
 from tether.codec import Limits, PortableRegistry, copy_values, portable_registry
+from tether.codec.capability import (
+    Capability,
+    CapabilitySession,
+    LocalWire,
+    Signer,
+    apply_updates,
+    collect_updates,
+    set_publisher,
+)
 from tether.context import CallContext, CallState, ClientInfo, StackFrame, current_call
 from tether.errors import PermissionDenied
 from tether.functions import FunctionRegistry, ServerFunction, function_registry, missing_function
+from tether.runtime.secret import load_secret
+from tether.runtime.updates import hub
 
 if TYPE_CHECKING:
     from tether.runtime.peer import Peer
@@ -46,6 +57,9 @@ class ServerOptions:
         app_id: the id reported to peers in ``app-info``.
         tcp_host, tcp_port: where to listen for ``tether://`` clients (raw TCP, Python
             peers only); None for no TCP port, 0 for a free one.
+        secret: signs capabilities (at least 16 bytes); None reads ``TETHER_SECRET``,
+            else the ``secret`` file of ``data_dir`` (made once), else a random one.
+        data_dir: where the server keeps its files (``tether serve``: ``APP/.tether``).
     """
 
     uplink_key: str | None = None
@@ -58,6 +72,8 @@ class ServerOptions:
     app_id: str = "tether-app"
     tcp_host: str = "127.0.0.1"
     tcp_port: int | None = None
+    secret: bytes | str | None = field(default=None, repr=False)
+    data_dir: str | None = None
 
 
 class Dispatcher:
@@ -74,6 +90,7 @@ class Dispatcher:
         self.functions = functions
         self.registry = registry
         self.limits = options.limits
+        self.signer = Signer(load_secret(options.secret, options.data_dir))
         self.loop: asyncio.AbstractEventLoop | None = None
         self._pool: CallPool | None = None
         self._peer_exact: dict[str, list[Peer]] = {}
@@ -90,12 +107,15 @@ class Dispatcher:
             from tether import _current
 
             _current.dispatchers.append(self)
+            set_publisher(hub.publish)
 
     def stop(self) -> None:
         from tether import _current
 
         if self in _current.dispatchers:
             _current.dispatchers.remove(self)
+        if not _current.dispatchers:
+            set_publisher(None)
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -223,7 +243,19 @@ def nested_state(outer: CallState | None, caller: ServerCaller) -> CallState:
         remote_caller=StackFrame("server_module", True),
         background_task_id=outer.context.background_task_id if outer is not None else None,
     )
-    return CallState(context, caller)
+    return CallState(context, caller, cap_session=outer.cap_session if outer is not None else None)
+
+
+def invalidate_session(session: CapabilitySession | None) -> None:
+    """``server.invalidate_client_objects()``: the capabilities signed for this session
+    turn invalid, and its live subscriptions end. Trusted peers (no session) are unaffected."""
+    if session is None or session.id is None:
+        return
+    session.generation += 1
+    hub.drop_session(session)
+
+
+_LOCAL_WIRE = LocalWire()
 
 
 class ServerCaller:
@@ -232,13 +264,34 @@ class ServerCaller:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    def _copy(self, values: dict[str, object]) -> dict[str, object]:
-        return copy_values(values, self.dispatcher.registry, self.dispatcher.limits)
+    def _copy(
+        self,
+        values: dict[str, object],
+        sent: list[Capability] | None = None,
+        arrived: list[Capability] | None = None,
+    ) -> dict[str, object]:
+        """Copies as the wire would; capabilities written go to ``sent``, those made to
+        ``arrived`` (their updates flow back from the copies to the originals)."""
+        return copy_values(
+            values,
+            self.dispatcher.registry,
+            self.dispatcher.limits,
+            functools.partial(_LOCAL_WIRE.encode, [] if sent is None else sent),
+            {
+                "Capability": functools.partial(
+                    _LOCAL_WIRE.decode, [] if arrived is None else arrived
+                )
+            },
+        )
 
     def _copy_call(
-        self, args: tuple[object, ...], kwargs: dict[str, object]
+        self,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        sent: list[Capability],
+        arrived: list[Capability],
     ) -> tuple[list[object], dict[str, object]]:
-        copied = self._copy({"args": list(args), "kwargs": kwargs})
+        copied = self._copy({"args": list(args), "kwargs": kwargs}, sent, arrived)
         new_args, new_kwargs = copied["args"], copied["kwargs"]
         assert type(new_args) is list
         assert type(new_kwargs) is dict
@@ -254,7 +307,9 @@ class ServerCaller:
                 f"server.call({name!r}) would block the event loop: use 'await server.acall(...)'"
                 " in async server functions"
             )
-        copied_args, copied_kwargs = self._copy_call(args, kwargs)
+        sent: list[Capability] = []
+        arrived: list[Capability] = []
+        copied_args, copied_kwargs = self._copy_call(args, kwargs, sent, arrived)
         state = nested_state(current_call.get(), self)
         target = dispatcher.require(name)
         if isinstance(target, ServerFunction) and not target.is_async:
@@ -268,13 +323,24 @@ class ServerCaller:
                 loop,
             )
             result = future.result()
+        _hand_back(sent, arrived)
         return self._copy({"r": result})["r"]
 
     async def acall(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-        copied_args, copied_kwargs = self._copy_call(args, kwargs)
+        sent: list[Capability] = []
+        arrived: list[Capability] = []
+        copied_args, copied_kwargs = self._copy_call(args, kwargs, sent, arrived)
         state = nested_state(current_call.get(), self)
         result = await self.dispatcher.run(name, copied_args, copied_kwargs, state)
+        _hand_back(sent, arrived)
         return self._copy({"r": result})["r"]
+
+
+def _hand_back(sent: list[Capability], arrived: list[Capability]) -> None:
+    """A nested call succeeded: the updates queued on the callee's copies of capabilities
+    go to the caller's originals (their handlers run, and they queue further up)."""
+    if arrived:
+        apply_updates(sent, collect_updates(arrived))
 
 
 def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -11,12 +11,21 @@ import asyncio
 import functools
 import hmac
 import logging
+import os
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
 
+from tether.codec.capability import (
+    Capability,
+    CapabilitySession,
+    SigningWire,
+    apply_updates,
+    collect_updates,
+)
 from tether.context import CallContext, CallState, ClientInfo, StackFrame
 from tether.errors import (
+    PermissionDenied,
     SerializationError,
     TetherError,
     UplinkDisconnectedError,
@@ -34,14 +43,20 @@ from tether.protocol import (
     Response,
     Role,
 )
-from tether.runtime.dispatcher import Dispatcher, _report
+from tether.runtime.dispatcher import Dispatcher, _report, invalidate_session
+from tether.runtime.updates import hub
 
-__all__ = ["Peer"]
+__all__ = ["INVALIDATE", "SUBSCRIBE", "UNSUBSCRIBE", "Peer"]
 
 log = logging.getLogger("tether")
 
 Send = Callable[[Frame], Awaitable[None]]
 Write = Callable[[Frame], None]
+Settle = tuple[asyncio.Future[object], Response | Failure]
+
+SUBSCRIBE = "tether.private.subscribe"
+UNSUBSCRIBE = "tether.private.unsubscribe"
+INVALIDATE = "tether.private.invalidate_client_objects"
 
 
 class Peer:
@@ -62,11 +77,15 @@ class Peer:
         subprotocol: str | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        # Until sessions exist, each untrusted connection is its own capability session.
+        self.cap_session = CapabilitySession(os.urandom(16))
+        self.wire = SigningWire(dispatcher.signer, self.cap_session)
         self.connection = Connection(
             Role.SERVER,
             registry=dispatcher.registry,
             limits=dispatcher.limits,
             compact=subprotocol == SUBPROTOCOL,
+            capabilities=self.wire,
         )
         self._send = send
         self._write = write
@@ -90,17 +109,23 @@ class Peer:
 
     async def receive(self, frame: Frame) -> None:
         """Handles one frame. Raises RemoteProtocolError when the peer broke the protocol."""
+        settle: list[Settle] = []
         with self._guard:
-            self._handle_locked(frame)
+            self._handle_locked(frame, settle)
+        if settle:
+            self._settle(settle)
         await self.flush()
 
     def receive_now(self, frame: Frame) -> None:
         """:meth:`receive` for a peer with ``write``: answers without awaiting."""
+        settle: list[Settle] = []
         with self._guard:
-            self._handle_locked(frame)
+            self._handle_locked(frame, settle)
             self._write_locked()
+        if settle:
+            self._settle(settle)
 
-    def _handle_locked(self, frame: Frame) -> None:
+    def _handle_locked(self, frame: Frame, settle: list[Settle]) -> None:
         connection = self.connection
         connection.receive_frame(frame)
         for event in connection.events_received():
@@ -108,10 +133,10 @@ class Peer:
                 break  # refused: nothing after the refusal is acted on
             if type(event) is Call:
                 self._start_call_locked(event)
-            elif type(event) is Response:
-                self._resolve_locked(event.id, event.value, None)
-            elif type(event) is Failure:
-                self._resolve_locked(event.id, None, event.error)
+            elif type(event) is Response or type(event) is Failure:
+                future = self._pending.pop(event.id, None)
+                if future is not None:
+                    settle.append((future, event))
             elif type(event) is Hello:
                 self._hello_locked(event)
             elif type(event) is Register:
@@ -167,6 +192,9 @@ class Peer:
             self.close_reason = "incorrect key"
             return
         client_type = "uplink"
+        if self.trusted:  # trusted peers sign and mint as server code does: no session
+            self.cap_session = self.wire.session = CapabilitySession(None)
+            self.wire.trusted = True
         self.context = CallContext(
             type="uplink" if self.trusted else "client",
             client=ClientInfo(client_type, self.client_ip),
@@ -202,9 +230,12 @@ class Peer:
 
     def _start_call_locked(self, call: Call) -> None:
         assert self.context is not None
-        state = CallState(self.context, self.dispatcher.caller)
+        state = CallState(self.context, self.dispatcher.caller, cap_session=self.cap_session)
         dispatcher = self.dispatcher
         done = functools.partial(self._finish_call, call)
+        if call.command.startswith("tether.private."):
+            self._builtin_locked(call)
+            return
         try:
             target = dispatcher.require(call.command)
             if isinstance(target, ServerFunction):
@@ -220,7 +251,17 @@ class Peer:
         task.add_done_callback(functools.partial(_report, done))
 
     def _finish_call(self, call: Call, result: object, error: BaseException | None) -> None:
-        """Answers a call: on the loop, or on the worker thread that ran it (with ``write``)."""
+        """Answers a call: on the loop, or on the worker thread that ran it (with ``write``).
+
+        The updates queued on the capabilities that arrived in the call go back with a
+        successful answer (collected before taking the lock: ``get_update`` is user code).
+        """
+        updates: dict[str, object] | None = None
+        if error is None and call.capabilities:
+            try:
+                updates = collect_updates(call.capabilities)
+            except Exception as exc:
+                error = exc
         with self._guard:
             if self.closed:
                 return
@@ -228,11 +269,38 @@ class Peer:
                 self._reply_error_locked(call, error)
                 return
             try:
-                self.connection.send_response(call.id, result)
+                self.connection.send_response(call.id, result, updates=updates)
             except SerializationError as exc:
                 self._reply_error_locked(call, exc)
                 return
             self._schedule_flush_locked()
+
+    def _builtin_locked(self, call: Call) -> None:
+        """Tether's own requests: live-update subscriptions and invalidation."""
+        try:
+            if call.command == SUBSCRIBE:
+                cap = call.args[0] if len(call.args) == 1 and not call.kwargs else None
+                if type(cap) is not Capability:
+                    raise PermissionDenied("subscribe needs one Capability")
+                if not cap.is_valid:
+                    raise PermissionDenied(f"capability {cap.scope!r} has been invalidated")
+                if self.dialect != "tether":
+                    raise PermissionDenied("live updates need a Tether client (/_/ws or TCP)")
+                hub.subscribe(self, cap._key)
+            elif call.command == UNSUBSCRIBE:
+                key = call.args[0] if len(call.args) == 1 else None
+                if type(key) is not str:
+                    raise SerializationError("unsubscribe needs the scope key")
+                hub.unsubscribe(self, key)
+            elif call.command == INVALIDATE:
+                invalidate_session(self.cap_session)
+            else:
+                raise missing_function(call.command)
+        except Exception as exc:
+            self._reply_error_locked(call, exc)
+            return
+        self.connection.send_response(call.id, None)
+        self._schedule_flush_locked()
 
     def _reply_error_locked(self, call: Call, error: BaseException) -> None:
         if isinstance(error, TetherError) or type(error) in self.dispatcher.registry.by_class:
@@ -264,14 +332,46 @@ class Peer:
         await self.flush()
         return await future
 
-    def _resolve_locked(self, call_id: str, value: object, error: BaseException | None) -> None:
-        future = self._pending.pop(call_id, None)
-        if future is None or future.done():
+    def _settle(self, settle: list[Settle]) -> None:
+        """Answers from the peer, outside the lock: apply their capability updates (and
+        push them live: they happened outside this process), then wake the callers."""
+        for future, event in settle:
+            if event.capabilities and event.updates:
+                try:
+                    for cap, update in apply_updates(event.capabilities, event.updates):
+                        hub.publish(cap._key, update)
+                except Exception:
+                    log.exception("applying the updates of a call to %s failed", self.client_ip)
+            if future.done():
+                continue
+            if type(event) is Response:
+                future.set_result(event.value)
+            else:
+                assert type(event) is Failure
+                future.set_exception(event.error)
+
+    # -- live pushes --------------------------------------------------------------------
+
+    def push(self, key: str, update: object) -> None:
+        """Queues a PUSH of ``update`` for the subscribed scope ``key`` (any thread).
+
+        Raises:
+            SerializationError: the update cannot be sent.
+        """
+        with self._guard:
+            if self.closed:
+                return
+            self.connection.send_push(key, update)
+            if self._write is not None:
+                self._write_locked()
+                return
+        loop = self.dispatcher.loop
+        if loop is None:
             return
-        if error is not None:
-            future.set_exception(error)
+        if _on_loop(loop):
+            self._schedule_flush_locked()
         else:
-            future.set_result(value)
+            loop.call_soon_threadsafe(self._schedule_flush_locked)
 
     # -- end ----------------------------------------------------------------------------
 
@@ -283,6 +383,7 @@ class Peer:
             self.closed = True
             self.connection.receive_close()
         self.dispatcher.unregister_peer(self)
+        hub.drop(self)
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(
@@ -291,6 +392,13 @@ class Peer:
         self._pending.clear()
         if self._writer is not None:
             self._wake.set()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def _same(given: str, expected: str) -> bool:

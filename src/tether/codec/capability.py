@@ -1,0 +1,575 @@
+"""Capabilities: unforgeable tokens for a scope, and the updates that travel back with them.
+
+A :class:`Capability` is a scope (a non-empty JSON list such as ``["video", 7]``). Only the
+server can make one a peer will accept: on the way out it signs the full scope with
+HMAC-SHA256 under its secret (and, for an untrusted peer, that peer's session); on the way
+in it checks the signature over ``scope`` and appends the ``narrow`` list the holder may
+have added. So a holder can narrow a capability but never widen or alter it.
+
+How a side writes and reads capabilities is a :class:`CapabilityWire`: :class:`SigningWire`
+for the server's end of a connection, :class:`HolderWire` for a client's, and
+:class:`LocalWire` for copies inside one process. Each records the capabilities it wrote
+or read into the list it is given, which is how updates find their way back.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from tether.errors import PermissionDenied, SerializationError
+
+__all__ = [
+    "ANY",
+    "Capability",
+    "CapabilitySession",
+    "CapabilityWire",
+    "HolderWire",
+    "LocalWire",
+    "Signer",
+    "SigningWire",
+    "apply_updates",
+    "collect_updates",
+    "invalidate_local",
+    "scope_key",
+    "set_publisher",
+    "unwrap_capability",
+]
+
+MAX_SCOPE_BYTES: Final = 16 * 1024
+"""The largest scope (as canonical JSON) a capability may have; a named limit."""
+MAX_SCOPE_INT: Final = 2**53
+"""Integers in a scope stay within ±2**53, so every peer (JavaScript too) reads them exactly."""
+
+UpdateHandler = Callable[[Any], object]
+UpdateGetter = Callable[[], object]
+Publisher = Callable[[str, object], None]
+
+
+class _Any:
+    """The wildcard of :func:`unwrap_capability` patterns: ``Capability.ANY``."""
+
+    _instance: ClassVar[_Any | None] = None
+
+    def __new__(cls) -> _Any:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "Capability.ANY"
+
+    def __reduce__(self) -> str:
+        return "ANY"
+
+
+ANY: Final = _Any()
+_NOTHING: Final = object()
+_lock = threading.Lock()  # guards queued updates; held only for a few assignments
+_epoch = 0  # bumped when this process (a client) invalidates its capabilities
+_publisher: Publisher | None = None
+
+
+def set_publisher(publisher: Publisher | None) -> None:
+    """Where ``send_update`` also goes in a server process: the live-push hub."""
+    global _publisher
+    _publisher = publisher
+
+
+def invalidate_local() -> None:
+    """A client called ``invalidate_client_objects()``: every capability it holds turns
+    invalid here (the server is the authority; this mirrors it locally)."""
+    global _epoch
+    _epoch += 1
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def scope_key(scope: list[object]) -> str:
+    """The key of a scope in ``capUpdates`` and pushes: ``json.dumps`` of the full scope
+    (keys sorted), as Anvil's peers write and normalise it."""
+    return json.dumps(scope, sort_keys=True, allow_nan=False)
+
+
+def _check_value(value: object, depth: int) -> None:
+    t = type(value)
+    if t is str or value is None or t is bool:
+        return
+    if t is int:
+        if not -MAX_SCOPE_INT <= value <= MAX_SCOPE_INT:  # type: ignore[operator]
+            raise ValueError(f"integer {value} is outside ±2**53")
+        return
+    if t is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{value} is not a JSON number")
+        return
+    if depth > 32:
+        raise ValueError("nested more than 32 levels deep")
+    if t is list or t is tuple:
+        for item in value:  # type: ignore[attr-defined]
+            _check_value(item, depth + 1)
+        return
+    if t is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise ValueError(f"dict key {key!r} is not a string")
+            _check_value(item, depth + 1)
+        return
+    raise ValueError(f"{t.__name__} is not a JSON value")
+
+
+def _normalize(scope: object, what: str = "scope") -> list[object]:
+    """A copy of ``scope`` as plain JSON lists and dicts (keys sorted), or ValueError."""
+    if type(scope) is not list and type(scope) is not tuple:
+        raise ValueError(f"a capability {what} must be a list, got {type(scope).__name__}")
+    _check_value(scope, 0)
+    text = _canonical(scope)
+    if len(text) > MAX_SCOPE_BYTES:
+        raise ValueError(f"a capability {what} is limited to {MAX_SCOPE_BYTES} bytes of JSON")
+    normalized: list[object] = json.loads(text)
+    return normalized
+
+
+class Capability:
+    """An unforgeable token for ``scope``, e.g. ``Capability(["videos", 42])``.
+
+    Server code and trusted peers mint them; a client receives them from the server and
+    may :meth:`narrow` them, never widen them. Equal capabilities have equal full scopes.
+
+    Raises:
+        ValueError: an empty scope, one starting with the reserved ``"_"``, or one that
+            is not a list of JSON values.
+    """
+
+    ANY: ClassVar[_Any] = ANY
+
+    __slots__ = (
+        "__weakref__",
+        "_epoch",
+        "_get",
+        "_handler",
+        "_key",
+        "_mac",
+        "_narrow",
+        "_pending",
+        "_scope",
+        "_valid",
+    )
+
+    def __init__(self, scope: list[object] | tuple[object, ...]) -> None:
+        full = _normalize(scope)
+        if not full:
+            raise ValueError("cannot construct a capability with an empty scope")
+        if full[0] == "_":
+            raise ValueError("a capability's scope cannot start with '_' (reserved)")
+        self._init(full, [], None, True)
+
+    def _init(
+        self, scope: list[object], narrow: list[object], mac: str | None, valid: bool
+    ) -> None:
+        self._scope = scope
+        self._narrow = narrow
+        self._mac = mac
+        self._valid = valid
+        self._epoch = _epoch
+        self._key = scope_key(scope + narrow if narrow else scope)
+        self._handler: UpdateHandler | None = None
+        self._get: UpdateGetter | None = None
+        self._pending: object = _NOTHING
+
+    @classmethod
+    def _make(
+        cls, scope: list[object], narrow: list[object], mac: str | None, valid: bool
+    ) -> Capability:
+        cap = cls.__new__(cls)
+        cap._init(scope, narrow, mac, valid)
+        return cap
+
+    # -- the token ----------------------------------------------------------------------
+
+    @property
+    def scope(self) -> list[object]:
+        """The full scope (a new list each time)."""
+        return [*self._scope, *self._narrow]
+
+    @property
+    def is_valid(self) -> bool:
+        """False once the session it was signed for invalidated it
+        (``server.invalidate_client_objects()``)."""
+        return self._valid and self._epoch == _epoch
+
+    def narrow(self, extra: list[object] | tuple[object, ...]) -> Capability:
+        """A new, narrower capability: this scope followed by ``extra``. Works anywhere,
+        without the server's secret; the original is unchanged."""
+        more = _normalize(extra, "narrowing")
+        cap = Capability._make(self._scope, [*self._narrow, *more], self._mac, self._valid)
+        cap._epoch = self._epoch
+        return cap
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Capability and other._key == self._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        return (
+            f"Capability({self.scope!r})"
+            if self.is_valid
+            else f"<invalid Capability {self.scope!r}>"
+        )
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("a Capability cannot be pickled; send it through server.call")
+
+    # -- updates ------------------------------------------------------------------------
+
+    def set_update_handler(
+        self, apply_update: UpdateHandler, get_update: UpdateGetter | None = None
+    ) -> None:
+        """``apply_update(u)`` runs for every update to this capability in this process.
+
+        With ``get_update``, nothing is queued: what ``get_update()`` returns when the
+        call completes is what goes back to the caller (None for nothing).
+        """
+        self._handler = apply_update
+        self._get = get_update
+
+    def send_update(self, update: object) -> None:
+        """Runs this process's handler at once and queues ``update`` for every caller
+        that passed this capability in (dicts merge, anything else replaces). In a server
+        it is also pushed at once to every connection subscribed to this scope.
+
+        Raises:
+            PermissionDenied: the capability was invalidated.
+        """
+        if not self.is_valid:
+            raise PermissionDenied(f"capability {self.scope!r} has been invalidated")
+        self._apply_update(update)
+        publisher = _publisher
+        if publisher is not None:
+            publisher(self._key, update)
+
+    def _apply_update(self, update: object) -> None:
+        """An update arrived (or was sent here): run the handler, queue it upstream."""
+        handler = self._handler
+        if handler is not None:
+            handler(update)
+        if self._get is None:
+            with _lock:
+                pending = self._pending
+                if type(update) is dict and type(pending) is dict:
+                    pending.update(update)
+                else:
+                    self._pending = dict(update) if type(update) is dict else update
+
+    def _take_update(self) -> object:
+        """What goes back to the caller now (None for nothing), and forget it."""
+        getter = self._get
+        if getter is not None:
+            return getter()
+        with _lock:
+            pending, self._pending = self._pending, _NOTHING
+        return None if pending is _NOTHING else pending
+
+    # -- live pushes (clients) ----------------------------------------------------------
+
+    def subscribe(self) -> None:
+        """Asks the server (this process's ``server.connect`` connection) to push every
+        update on this scope to this process at once, until :meth:`unsubscribe`, this
+        object is collected, or the connection closes.
+
+        Raises:
+            PermissionDenied: the server does not accept this capability.
+            AppOfflineError: not connected.
+        """
+        _connection().subscribe(self)
+
+    def unsubscribe(self) -> None:
+        """Stops the pushes :meth:`subscribe` asked for."""
+        _connection().unsubscribe(self)
+
+
+def _connection() -> Any:
+    from tether import _current
+    from tether.errors import AppOfflineError
+
+    if _current.client is None:
+        raise AppOfflineError(
+            "subscribe() needs a connection: call server.connect(url) first"
+            " (or use AsyncClient.subscribe)"
+        )
+    return _current.client.client
+
+
+def unwrap_capability(cap: object, pattern: list[object] | tuple[object, ...]) -> list[object]:
+    """Checks ``cap`` grants ``pattern`` and returns the matched scope elements.
+
+    ``pattern`` matches when the scope is as long or shorter (shorter grants more) and
+    each element equals the pattern's, or the pattern holds ``Capability.ANY``. The result
+    has the pattern's length, padded with None where the scope was broader.
+
+    Raises:
+        PermissionDenied: not a valid Capability, too narrow, or wrong values; the message
+            shows what was required and what was given.
+    """
+    if type(cap) is not Capability:
+        raise PermissionDenied(f"not a valid Capability: found {type(cap).__name__}")
+    if not cap.is_valid:
+        raise PermissionDenied(f"capability {cap.scope!r} has been invalidated")
+    if type(pattern) is not list and type(pattern) is not tuple:
+        raise TypeError(f"the pattern must be a list, got {type(pattern).__name__}")
+    scope = cap.scope
+    if len(scope) > len(pattern):
+        raise PermissionDenied(
+            f"capability is too narrow: required {_show(pattern)}; got {_show(scope)}"
+        )
+    for want, got in zip(pattern, scope, strict=False):
+        if want is ANY or _same(want, got):
+            continue
+        raise PermissionDenied(
+            f"incorrect capability: required {_show(pattern)}; got {_show(scope)}"
+        )
+    return [*scope, *[None] * (len(pattern) - len(scope))]
+
+
+def _same(want: object, got: object) -> bool:
+    try:
+        return _canonical(want) == _canonical(got)  # strict: True is not 1, 1.0 is not 1
+    except (TypeError, ValueError):
+        return False
+
+
+def _show(values: Iterable[object]) -> str:
+    return "[" + ", ".join(repr(v) for v in values) + "]"
+
+
+def collect_updates(caps: Iterable[Capability]) -> dict[str, object]:
+    """The queued updates of the capabilities that arrived in a call, by scope key.
+
+    Each capability is asked once; two with the same scope merge (dicts) or the later
+    wins. Capabilities with nothing queued are left out.
+    """
+    out: dict[str, object] = {}
+    seen: set[int] = set()
+    for cap in caps:
+        if id(cap) in seen:
+            continue
+        seen.add(id(cap))
+        update = cap._take_update()
+        if update is None:
+            continue
+        previous = out.get(cap._key)
+        if type(previous) is dict and type(update) is dict:
+            out[cap._key] = {**previous, **update}
+        else:
+            out[cap._key] = update
+    return out
+
+
+def apply_updates(caps: Iterable[Capability], updates: object) -> list[tuple[Capability, object]]:
+    """Applies a reply's ``capUpdates`` to the capabilities this side sent in the call:
+    each once, by full scope. Returns the capabilities updated, with their update.
+
+    Keys are normalised (any JSON spelling of a scope matches); a key that is not JSON
+    is ignored, as is an update for a capability that was not sent.
+    """
+    if type(updates) is not dict or not updates:
+        return []
+    by_key: dict[str, object] = {}
+    for key, update in updates.items():
+        try:
+            by_key[scope_key(json.loads(key))] = update
+        except (TypeError, ValueError):
+            continue
+    applied: list[tuple[Capability, object]] = []
+    seen: set[int] = set()
+    for cap in caps:
+        if id(cap) in seen:
+            continue
+        seen.add(id(cap))
+        update = by_key.get(cap._key, _NOTHING)
+        if update is not _NOTHING:
+            cap._apply_update(update)
+            applied.append((cap, update))
+    return applied
+
+
+# -- signing -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CapabilitySession:
+    """Whom a signature is for: an untrusted peer's session (``id``) and how many times
+    it invalidated its capabilities (``generation``). Trusted peers share ``id=None``."""
+
+    id: bytes | None = None
+    generation: int = 1
+
+
+class Signer:
+    """HMAC-SHA256 with the server's secret over (session, generation, canonical scope).
+
+    A MAC reads ``"<generation>.<hex>"``: a signature from an older generation of the
+    same session verifies but marks the capability invalid (revoked); anything else that
+    does not verify is a forgery.
+    """
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("the server secret must be at least 16 bytes")
+        self._secret = secret
+
+    def _digest(self, scope: list[object], session: bytes | None, generation: int) -> str:
+        message = b"%d\x00%s\x00%s" % (
+            generation,
+            session.hex().encode() if session is not None else b"-",
+            _canonical(scope).encode(),
+        )
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def sign(self, scope: list[object], session: CapabilitySession, valid: bool = True) -> str:
+        generation = session.generation if valid else 0
+        return f"{generation}.{self._digest(scope, session.id, generation)}"
+
+    def verify(self, scope: list[object], session: CapabilitySession, mac: str) -> bool | None:
+        """True: valid. False: signed for this session but since revoked. None: forged."""
+        generation_text, _, digest = mac.partition(".")
+        if not generation_text.isdigit() or len(generation_text) > 12:
+            return None
+        generation = int(generation_text)
+        if generation > session.generation:
+            return None
+        expected = self._digest(scope, session.id, generation)
+        if not hmac.compare_digest(expected, digest):
+            return None
+        return generation == session.generation
+
+
+# -- wire forms --------------------------------------------------------------------------
+
+
+class CapabilityWire:
+    """How one side writes and reads capabilities; see the subclasses."""
+
+    def encode(
+        self, found: list[Capability], value: object, encoder: object
+    ) -> dict[str, object] | None:
+        """The objects entry for ``value`` if it is a Capability (recorded in ``found``)."""
+        if type(value) is not Capability:
+            return None
+        found.append(value)
+        return self._fields(value)
+
+    def _fields(self, cap: Capability) -> dict[str, object]:
+        raise NotImplementedError
+
+    def decode(self, found: list[Capability], entry: dict[str, object], path: str) -> Capability:
+        """The Capability an objects entry describes (recorded in ``found``)."""
+        cap = self._read(entry, path)
+        found.append(cap)
+        return cap
+
+    def _read(self, entry: dict[str, object], path: str) -> Capability:
+        raise NotImplementedError
+
+
+def _entry_scope(
+    entry: Mapping[str, object], field: str, path: str, error: type[Exception]
+) -> list[object]:
+    try:
+        return _normalize(entry.get(field, []), field)
+    except ValueError as exc:
+        raise error(f"bad capability at {path}: {exc}") from None
+
+
+class SigningWire(CapabilityWire):
+    """The server's end of one connection: signs what it sends for ``session``; checks
+    what it receives, and appends the holder's ``narrow``.
+
+    A capability without a MAC is accepted only from a trusted peer (``trusted`` may be
+    set after the handshake); one whose MAC does not verify raises PermissionDenied,
+    which fails that call before anything runs.
+    """
+
+    def __init__(
+        self, signer: Signer, session: CapabilitySession, *, trusted: bool = False
+    ) -> None:
+        self.signer = signer
+        self.session = session
+        self.trusted = trusted
+
+    def _fields(self, cap: Capability) -> dict[str, object]:
+        scope = cap.scope
+        return {
+            "type": ["Capability"],
+            "scope": scope,
+            "mac": self.signer.sign(scope, self.session, cap.is_valid),
+        }
+
+    def _read(self, entry: dict[str, object], path: str) -> Capability:
+        scope = _entry_scope(entry, "scope", path, PermissionDenied)
+        narrow = _entry_scope(entry, "narrow", path, PermissionDenied)
+        if not scope:
+            raise PermissionDenied(f"capability with an empty scope at {path}")
+        mac = entry.get("mac")
+        if mac is None:
+            if not self.trusted:
+                raise PermissionDenied(
+                    f"unsigned capability at {path}: only trusted code may mint capabilities"
+                )
+            if scope[0] == "_":
+                raise PermissionDenied(f"capability with the reserved scope '_' at {path}")
+            valid: bool | None = True
+        else:
+            valid = self.signer.verify(scope, self.session, mac) if type(mac) is str else None
+            if valid is None:
+                raise PermissionDenied(
+                    f"capability at {path} does not verify (forged, tampered with or widened)"
+                )
+        full = scope + narrow
+        if len(_canonical(full)) > MAX_SCOPE_BYTES:
+            raise PermissionDenied(f"bad capability at {path}: scope over {MAX_SCOPE_BYTES} bytes")
+        return Capability._make(full, [], None, valid is True)
+
+
+class HolderWire(CapabilityWire):
+    """A client's end: sends back the signed scope, the MAC and what it narrowed; keeps
+    the server's MAC as an opaque string."""
+
+    def _fields(self, cap: Capability) -> dict[str, object]:
+        fields: dict[str, object] = {"type": ["Capability"], "scope": cap._scope, "mac": cap._mac}
+        if cap._narrow:
+            fields["narrow"] = cap._narrow
+        return fields
+
+    def _read(self, entry: dict[str, object], path: str) -> Capability:
+        scope = _entry_scope(entry, "scope", path, SerializationError)
+        mac = entry.get("mac")
+        if not scope or (mac is not None and type(mac) is not str):
+            raise SerializationError(f"bad capability at {path}")
+        return Capability._make(scope, [], mac, True)
+
+
+class LocalWire(CapabilityWire):
+    """Copies inside one process (a nested ``server.call``): the full scope and whether
+    it is still valid; nothing to sign or check."""
+
+    def _fields(self, cap: Capability) -> dict[str, object]:
+        return {"type": ["Capability"], "scope": cap.scope, "valid": cap.is_valid}
+
+    def _read(self, entry: dict[str, object], path: str) -> Capability:
+        scope = entry["scope"]
+        assert type(scope) is list
+        return Capability._make(scope, [], None, entry.get("valid") is True)
