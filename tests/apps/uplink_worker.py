@@ -32,6 +32,19 @@ def uplink_nested(value: object) -> object:
     return ["from uplink", server.call("echo", value)]
 
 
+@server.callable
+def peer_cap_update(cap: server.Capability, update: object) -> list[object]:
+    """Runs here for the server: the update goes back in this call's reply."""
+    cap.send_update(update)
+    return cap.scope
+
+
+@server.callable
+def peer_cap_forward(cap: server.Capability, update: object) -> None:
+    """Calls back into the server with the capability; the update flows back twice."""
+    server.call("cap_update", cap, update)
+
+
 def main() -> None:
     url, key = sys.argv[1], sys.argv[2] or None
     try:
