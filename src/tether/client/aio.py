@@ -28,7 +28,6 @@ from tether.codec.capability import (
     HolderWire,
     apply_updates,
     collect_updates,
-    invalidate_local,
 )
 from tether.context import CallContext, CallState, ClientInfo, StackFrame, current_call
 from tether.errors import (
@@ -149,8 +148,9 @@ class AsyncClient:
         self.functions = functions
         self.open_timeout = open_timeout
         self.trusted = False
+        self.wire = HolderWire()
         self.connection = Connection(
-            Role.CLIENT, registry=registry, limits=self.limits, capabilities=HolderWire()
+            Role.CLIENT, registry=registry, limits=self.limits, capabilities=self.wire
         )
         # Serializes the Connection, ``_pending`` and the order of writes: the loop reads,
         # and on the TCP path a thread blocked in a sync call writes its CALL itself.
@@ -367,7 +367,7 @@ class AsyncClient:
         """Invalidates every capability the server signed for this client's session (and
         ends its subscriptions); capabilities held here turn invalid too."""
         await self.call(INVALIDATE)
-        invalidate_local()
+        self.wire.invalidate()
         self._subscribed.clear()
 
     def _collected(

@@ -37,7 +37,6 @@ __all__ = [
     "SigningWire",
     "apply_updates",
     "collect_updates",
-    "invalidate_local",
     "scope_key",
     "set_publisher",
     "unwrap_capability",
@@ -73,7 +72,6 @@ class _Any:
 ANY: Final = _Any()
 _NOTHING: Final = object()
 _lock = threading.Lock()  # guards queued updates; held only for a few assignments
-_epoch = 0  # bumped when this process (a client) invalidates its capabilities
 _publisher: Publisher | None = None
 
 
@@ -81,13 +79,6 @@ def set_publisher(publisher: Publisher | None) -> None:
     """Where ``send_update`` also goes in a server process: the live-push hub."""
     global _publisher
     _publisher = publisher
-
-
-def invalidate_local() -> None:
-    """A client called ``invalidate_client_objects()``: every capability it holds turns
-    invalid here (the server is the authority; this mirrors it locally)."""
-    global _epoch
-    _epoch += 1
 
 
 def _canonical(value: object) -> str:
@@ -154,7 +145,7 @@ class Capability:
 
     __slots__ = (
         "__weakref__",
-        "_epoch",
+        "_generation",
         "_get",
         "_handler",
         "_key",
@@ -162,6 +153,7 @@ class Capability:
         "_narrow",
         "_pending",
         "_scope",
+        "_source",
         "_valid",
     )
 
@@ -180,7 +172,8 @@ class Capability:
         self._narrow = narrow
         self._mac = mac
         self._valid = valid
-        self._epoch = _epoch
+        self._source: HolderWire | None = None  # the client connection it arrived on
+        self._generation = 0
         self._key = scope_key(scope + narrow if narrow else scope)
         self._handler: UpdateHandler | None = None
         self._get: UpdateGetter | None = None
@@ -205,14 +198,15 @@ class Capability:
     def is_valid(self) -> bool:
         """False once the session it was signed for invalidated it
         (``server.invalidate_client_objects()``)."""
-        return self._valid and self._epoch == _epoch
+        source = self._source
+        return self._valid and (source is None or source.generation == self._generation)
 
     def narrow(self, extra: list[object] | tuple[object, ...]) -> Capability:
         """A new, narrower capability: this scope followed by ``extra``. Works anywhere,
         without the server's secret; the original is unchanged."""
         more = _normalize(extra, "narrowing")
         cap = Capability._make(self._scope, [*self._narrow, *more], self._mac, self._valid)
-        cap._epoch = self._epoch
+        cap._source, cap._generation = self._source, self._generation
         return cap
 
     def __eq__(self, other: object) -> bool:
@@ -546,7 +540,17 @@ class SigningWire(CapabilityWire):
 
 class HolderWire(CapabilityWire):
     """A client's end: sends back the signed scope, the MAC and what it narrowed; keeps
-    the server's MAC as an opaque string."""
+    the server's MAC as an opaque string.
+
+    :meth:`invalidate` mirrors the server's ``invalidate_client_objects()`` for this
+    connection: the capabilities read so far turn invalid here too.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+
+    def invalidate(self) -> None:
+        self.generation += 1
 
     def _fields(self, cap: Capability) -> dict[str, object]:
         fields: dict[str, object] = {"type": ["Capability"], "scope": cap._scope, "mac": cap._mac}
@@ -559,7 +563,9 @@ class HolderWire(CapabilityWire):
         mac = entry.get("mac")
         if not scope or (mac is not None and type(mac) is not str):
             raise SerializationError(f"bad capability at {path}")
-        return Capability._make(scope, [], mac, True)
+        cap = Capability._make(scope, [], mac, True)
+        cap._source, cap._generation = self, self.generation
+        return cap
 
 
 class LocalWire(CapabilityWire):
