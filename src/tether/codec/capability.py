@@ -93,7 +93,13 @@ def scope_key(scope: list[object]) -> str:
 
 def _check_value(value: object, depth: int) -> None:
     t = type(value)
-    if t is str or value is None or t is bool:
+    if t is str:
+        try:
+            value.encode()  # type: ignore[attr-defined]
+        except UnicodeEncodeError:
+            raise ValueError("a string that is not valid Unicode (a lone surrogate)") from None
+        return
+    if value is None or t is bool:
         return
     if t is int:
         if not -MAX_SCOPE_INT <= value <= MAX_SCOPE_INT:  # type: ignore[operator]
@@ -118,13 +124,18 @@ def _check_value(value: object, depth: int) -> None:
     raise ValueError(f"{t.__name__} is not a JSON value")
 
 
+def _size(text: str) -> int:
+    """Bytes of ``text`` as UTF-8 (a str's length is a lower bound; counted only if close)."""
+    return len(text) if len(text) * 4 <= MAX_SCOPE_BYTES else len(text.encode())
+
+
 def _normalize(scope: object, what: str = "scope") -> list[object]:
     """A copy of ``scope`` as plain JSON lists and dicts (keys sorted), or ValueError."""
     if type(scope) is not list and type(scope) is not tuple:
         raise ValueError(f"a capability {what} must be a list, got {type(scope).__name__}")
     _check_value(scope, 0)
     text = _canonical(scope)
-    if len(text) > MAX_SCOPE_BYTES:
+    if _size(text) > MAX_SCOPE_BYTES:
         raise ValueError(f"a capability {what} is limited to {MAX_SCOPE_BYTES} bytes of JSON")
     normalized: list[object] = json.loads(text)
     return normalized
@@ -205,6 +216,8 @@ class Capability:
         """A new, narrower capability: this scope followed by ``extra``. Works anywhere,
         without the server's secret; the original is unchanged."""
         more = _normalize(extra, "narrowing")
+        if _size(_canonical([*self._scope, *self._narrow, *more])) > MAX_SCOPE_BYTES:
+            raise ValueError(f"a capability scope is limited to {MAX_SCOPE_BYTES} bytes of JSON")
         cap = Capability._make(self._scope, [*self._narrow, *more], self._mac, self._valid)
         cap._source, cap._generation = self._source, self._generation
         return cap
@@ -338,6 +351,7 @@ def unwrap_capability(cap: object, pattern: list[object] | tuple[object, ...]) -
 
 def _same(want: object, got: object) -> bool:
     try:
+        _check_value(want, 0)  # only JSON values can match (no int dict keys, say)
         return _canonical(want) == _canonical(got)  # strict: True is not 1, 1.0 is not 1
     except (TypeError, ValueError):
         return False
@@ -440,7 +454,9 @@ class Signer:
     def verify(self, scope: list[object], session: CapabilitySession, mac: str) -> bool | None:
         """True: valid. False: signed for this session but since revoked. None: forged."""
         generation_text, _, digest = mac.partition(".")
-        if not generation_text.isdigit() or len(generation_text) > 12:
+        if not (generation_text.isascii() and generation_text.isdigit()):
+            return None
+        if len(generation_text) > 12 or len(digest) != 64 or not digest.isascii():
             return None
         generation = int(generation_text)
         if generation > session.generation:
@@ -533,7 +549,7 @@ class SigningWire(CapabilityWire):
                     f"capability at {path} does not verify (forged, tampered with or widened)"
                 )
         full = scope + narrow
-        if len(_canonical(full)) > MAX_SCOPE_BYTES:
+        if _size(_canonical(full)) > MAX_SCOPE_BYTES:
             raise PermissionDenied(f"bad capability at {path}: scope over {MAX_SCOPE_BYTES} bytes")
         return Capability._make(full, [], None, valid is True)
 

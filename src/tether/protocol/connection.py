@@ -542,7 +542,11 @@ class Connection:
             raise RemoteProtocolError("PUSH needs a string key")
         if "update" not in message:
             raise RemoteProtocolError("PUSH needs an update")
-        if media_ids(message.get("objects")):
+        try:
+            has_media = bool(media_ids(message.get("objects")))
+        except SerializationError as exc:
+            raise RemoteProtocolError(f"bad PUSH: {exc}") from None
+        if has_media:
             raise RemoteProtocolError("PUSH cannot carry media")
         try:
             decode_values(
@@ -567,7 +571,7 @@ class Connection:
             self._events.append(Rejected(msg_id, command, error))
         else:
             self._pending_out.pop(msg_id, None)
-            self._events.append(Failure(msg_id, exc, message))
+            self._events.append(Failure(msg_id, exc, message, self._sent_caps.pop(msg_id, [])))
 
     def _receive_chunk_header(self, message: dict[str, object]) -> None:
         request_id = message.get("requestId")

@@ -57,6 +57,7 @@ Settle = tuple[asyncio.Future[object], Response | Failure]
 SUBSCRIBE = "tether.private.subscribe"
 UNSUBSCRIBE = "tether.private.unsubscribe"
 INVALIDATE = "tether.private.invalidate_client_objects"
+ANVIL_INVALIDATE = "anvil.private.invalidate_client_objects"  # what anvil-uplink calls
 
 
 class Peer:
@@ -233,7 +234,7 @@ class Peer:
         state = CallState(self.context, self.dispatcher.caller, cap_session=self.cap_session)
         dispatcher = self.dispatcher
         done = functools.partial(self._finish_call, call)
-        if call.command.startswith("tether.private."):
+        if call.command.startswith("tether.private.") or call.command == ANVIL_INVALIDATE:
             self._builtin_locked(call)
             return
         try:
@@ -292,7 +293,7 @@ class Peer:
                 if type(key) is not str:
                     raise SerializationError("unsubscribe needs the scope key")
                 hub.unsubscribe(self, key)
-            elif call.command == INVALIDATE:
+            elif call.command in (INVALIDATE, ANVIL_INVALIDATE):
                 invalidate_session(self.cap_session)
             else:
                 raise missing_function(call.command)
