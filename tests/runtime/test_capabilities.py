@@ -247,6 +247,9 @@ async def test_a_client_can_invalidate_its_own_capabilities(url: str) -> None:
         assert not cap.is_valid
         assert await client.call("cap_valid", cap) is False
         fresh = await minted(client, ["doc", 2])
+        await client.call("anvil.private.invalidate_client_objects")  # anvil-uplink's name
+        assert await client.call("cap_valid", fresh) is False
+        fresh = await minted(client, ["doc", 2])
         assert fresh.is_valid
         assert await client.call("cap_valid", fresh) is True
 
@@ -516,3 +519,37 @@ def test_the_videos_example_runs_as_a_user_runs_it(tether_serve: object, tmp_pat
         "forged capability refused: cannot receive arguments of 'get_video_description':"
         " unsigned capability at msg['args'][0]: only trusted code may mint capabilities",
     ]
+
+
+async def test_private_names_are_the_connections_own(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        with pytest.raises(server.NoServerFunctionError):
+            await client.call("tether.private.nothing")
+        with pytest.raises(server.SerializationError, match="scope key"):
+            await client.call("tether.private.unsubscribe", 5)
+        with pytest.raises(server.PermissionDenied, match="one Capability"):
+            await client.call("tether.private.subscribe", "x")
+        await client.call("tether.private.unsubscribe", '["never", 1]')  # not subscribed: fine
+
+
+async def test_two_objects_with_one_scope_share_a_subscription(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        first = await minted(client, ["twin", 1])
+        second = await minted(client, ["twin", 1])
+        a, b = Recorder(), Recorder()
+        first.set_update_handler(a)
+        second.set_update_handler(b)
+        await client.subscribe(first)
+        await client.subscribe(second)
+        await client.call("cap_publish", ["twin", 1], {"n": 1})
+        assert await a.next() == {"n": 1}
+        assert await b.next() == {"n": 1}
+        await client.unsubscribe(first)
+        await client.unsubscribe(first)  # twice is harmless
+        assert hub.subscribers(first._key) == 1
+        await client.call("cap_publish", ["twin", 1], {"n": 2})
+        assert await b.next() == {"n": 2}
+        assert a.updates == [{"n": 1}]
+        await client.unsubscribe(second)
+        await client.call("cap_echo", None)
+        assert hub.subscribers(first._key) == 0
