@@ -33,6 +33,7 @@ from tether.protocol import (
     Connection,
     Event,
     Failure,
+    Frame,
     Push,
     Rejected,
     Response,
@@ -621,6 +622,32 @@ def test_a_push_may_carry_a_capability() -> None:
     assert cap.is_valid
     call = call_with(client, server, cap)  # a signed capability the client may use
     assert call.args == [Capability(["job", 2])]
+
+
+def test_a_fan_out_encodes_a_push_once_per_dialect() -> None:
+    _, first = open_pair()
+    second_client, second = open_pair()
+    shared: dict[bool, Frame] = {}
+    first.send_push("k", {"n": 1}, shared)
+    assert list(shared) == [first.compact]
+    [frame] = first.frames_to_send()
+    second.send_push("k", {"n": 999}, shared)
+    assert second.frames_to_send() == [frame]  # the frame encoded for the first, as is
+    second_client.receive_frame(frame)
+    assert second_client.events_received() == [Push("k", {"n": 1})]
+
+
+def test_a_push_holding_a_capability_is_encoded_per_connection() -> None:
+    _, first = open_pair()
+    _, second = open_pair(session=CapabilitySession(b"t" * 16))
+    shared: dict[bool, Frame] = {}
+    update = {"cap": Capability(["job", 3])}
+    first.send_push("k", update, shared)
+    second.send_push("k", update, shared)
+    assert shared == {}
+    [one] = first.frames_to_send()
+    [two] = second.frames_to_send()
+    assert one != two  # signed for each connection's session
 
 
 def test_only_an_open_server_pushes() -> None:

@@ -226,20 +226,31 @@ class Connection:
         except SerializationError as exc:
             raise SerializationError(f"cannot serialize return value: {exc}") from exc
 
-    def send_push(self, key: str, update: object) -> None:
+    def send_push(self, key: str, update: object, shared: dict[bool, Frame] | None = None) -> None:
         """Server: queues a live update for the subscribed scope ``key`` (a ``PUSH``).
+
+        ``shared`` lets one fan-out encode the update once: a frame that holds no
+        capability (those are signed per connection) is kept there and reused by every
+        connection of the same dialect.
 
         Raises:
             SerializationError: the update cannot be sent, or holds Media (pushes carry
                 no media chunks).
         """
         self._expect(Role.SERVER, State.OPEN)
+        if shared is not None:
+            frame = shared.get(self.compact)
+            if frame is not None:
+                self._out.append(frame)
+                return
         header: dict[str, object] = {"type": "PUSH", "key": key}
         before = len(self._out)
-        self._send_values(header, {"update": update}, "")
+        found = self._send_values(header, {"update": update}, "")
         if len(self._out) != before + 1:
             del self._out[before:]
             raise SerializationError("an update with Media cannot be pushed (send a URL or id)")
+        if shared is not None and not found:
+            shared[self.compact] = self._out[-1]
 
     def send_error(
         self,

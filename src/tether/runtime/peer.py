@@ -353,26 +353,27 @@ class Peer:
 
     # -- live pushes --------------------------------------------------------------------
 
-    def push(self, key: str, update: object) -> None:
-        """Queues a PUSH of ``update`` for the subscribed scope ``key`` (any thread).
+    def push(self, key: str, update: object, shared: dict[bool, Frame]) -> bool:
+        """Queues a PUSH of ``update`` for the subscribed scope ``key`` (any thread);
+        ``shared`` holds frames encoded once for the whole fan-out. Returns True when the
+        loop must still flush it (the WebSocket path; see :meth:`flush_soon`).
 
         Raises:
             SerializationError: the update cannot be sent.
         """
         with self._guard:
             if self.closed:
-                return
-            self.connection.send_push(key, update)
+                return False
+            self.connection.send_push(key, update, shared)
             if self._write is not None:
                 self._write_locked()
-                return
-        loop = self.dispatcher.loop
-        if loop is None:
-            return
-        if _on_loop(loop):
+                return False
+        return True
+
+    def flush_soon(self) -> None:
+        """On the loop: sends what :meth:`push` queued (the WebSocket path)."""
+        if not self.closed:
             self._schedule_flush_locked()
-        else:
-            loop.call_soon_threadsafe(self._schedule_flush_locked)
 
     # -- end ----------------------------------------------------------------------------
 
@@ -393,13 +394,6 @@ class Peer:
         self._pending.clear()
         if self._writer is not None:
             self._wake.set()
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
 
 
 def _same(given: str, expected: str) -> bool:

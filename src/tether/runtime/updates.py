@@ -7,11 +7,14 @@ One hub per process. A connection subscribes with a capability the server verifi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING
 
 from tether.codec.capability import CapabilitySession
+from tether.protocol import Frame
 
 if TYPE_CHECKING:
     from tether.runtime.peer import Peer
@@ -70,15 +73,40 @@ class UpdateHub:
             return len(self._by_key.get(key, ()))
 
     def publish(self, key: str, update: object) -> None:
-        """Pushes ``update`` to every connection subscribed to ``key``.
+        """Pushes ``update`` to every connection subscribed to ``key``: encoded once (per
+        dialect; per connection when it holds capabilities), written at once on the TCP
+        port, and flushed with one hop to each loop for WebSockets.
 
         Raises:
             SerializationError: the update cannot be sent (nothing was pushed).
         """
         with self._lock:
             peers = list(self._by_key.get(key, ()))
+        shared: dict[bool, Frame] = {}
+        waiting: dict[asyncio.AbstractEventLoop, list[Peer]] = {}
         for peer in peers:
-            peer.push(key, update)
+            if peer.push(key, update, shared):
+                loop = peer.dispatcher.loop
+                if loop is not None:
+                    waiting.setdefault(loop, []).append(peer)
+        for loop, flush in waiting.items():
+            if _running(loop):
+                _flush_all(flush)
+            else:
+                with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+                    loop.call_soon_threadsafe(_flush_all, flush)
+
+
+def _running(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _flush_all(peers: list[Peer]) -> None:
+    for peer in peers:
+        peer.flush_soon()
 
 
 hub = UpdateHub()
