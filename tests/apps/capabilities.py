@@ -116,3 +116,23 @@ def cap_publish_later(scope: list[object], update: object, delay: float) -> None
 @server.callable
 def cap_unsendable_update(cap: server.Capability) -> None:
     cap.send_update({"bad": object()})
+
+
+@server.callable
+def cap_bad_getter(cap: server.Capability) -> None:
+    def broken() -> object:
+        raise LookupError("get_update failed")
+
+    cap.set_update_handler(lambda update: None, broken)
+
+
+@server.callable
+def cap_via_peer_with_broken_handler(cap: server.Capability, update: object) -> str:
+    """The worker's update comes back through the nested call to this handler."""
+
+    def broken(update: object) -> None:
+        raise RuntimeError("server-side handler bug")
+
+    cap.set_update_handler(broken)
+    server.call("peer_cap_update", cap, update)
+    return "done"

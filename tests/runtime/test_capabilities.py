@@ -18,6 +18,7 @@ from tests.client.test_uplink import start_worker
 from tests.conftest import ROOT, TIMEOUT, stop
 from tether import server, testing
 from tether.client import AsyncClient, Client
+from tether.protocol import Push
 from tether.runtime.updates import hub
 
 KEY = "cap-uplink-key"
@@ -553,3 +554,59 @@ async def test_two_objects_with_one_scope_share_a_subscription(url: str) -> None
         await client.unsubscribe(second)
         await client.call("cap_echo", None)
         assert hub.subscribers(first._key) == 0
+
+
+async def test_a_get_update_that_raises_fails_the_call(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        cap = await minted(client, ["getter", 2])
+        with pytest.raises(server.RemoteError, match="get_update failed"):
+            await client.call("cap_bad_getter", cap)
+
+
+async def test_a_server_side_handler_that_raises_fails_the_nested_call(
+    served: testing.ServerURL,
+) -> None:
+    """In server code the handler runs inside ``server.call``: its error is that call's."""
+    worker = await asyncio.to_thread(start_worker, served, KEY)
+    try:
+        async with asyncio.timeout(TIMEOUT), AsyncClient(served) as client:
+            cap = await minted(client, ["peer", 2])
+            with pytest.raises(server.RemoteError, match="server-side handler bug"):
+                await client.call("cap_via_peer_with_broken_handler", cap, {"a": 1})
+    finally:
+        stop(worker)
+
+
+async def test_a_push_handler_that_raises_is_logged(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        cap = await minted(client, ["push-raise", 1])
+        quiet = await minted(client, ["push-raise", 1])  # no handler: skipped
+        seen = Recorder()
+
+        def broken(update: object) -> None:
+            seen(update)
+            raise RuntimeError("push handler bug")
+
+        cap.set_update_handler(broken)
+        await client.subscribe(cap)
+        await client.subscribe(quiet)
+        await client.call("cap_publish", ["push-raise", 1], {"x": 1})
+        assert await seen.next() == {"x": 1}
+        assert "push handler bug" in caplog.text
+        # an update the client cannot read is logged, not applied
+        client._apply_push(Push(cap._key, None, server.SerializationError("unreadable")))
+        assert "could not read a live update" in caplog.text
+        assert seen.updates == [{"x": 1}]
+
+
+def test_the_facade_invalidates_through_the_connection(url: str) -> None:
+    server.connect(url)
+    try:
+        cap = server.call("cap_mint", ["facade", 2])
+        server.invalidate_client_objects()
+        assert not cap.is_valid
+        assert server.call("cap_valid", cap) is False
+    finally:
+        server.disconnect()
