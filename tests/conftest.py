@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -42,6 +43,26 @@ def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
         except subprocess.TimeoutExpired:
             process.kill()
     return process.communicate(timeout=10)
+
+
+def start_worker(module: str, url: str, key: str) -> subprocess.Popen[str]:
+    """Starts ``python -m MODULE URL KEY`` (a client process that prints READY once it is
+    connected); fails the test if it does not within TIMEOUT. Stop it with :func:`stop`."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, url, key],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], TIMEOUT)
+    line = process.stdout.readline() if ready else ""
+    if not line.startswith("READY"):
+        out, err = stop(process)
+        pytest.fail(f"worker {module} did not start: {line!r} {out!r} {err!r}")
+    return process
 
 
 @pytest.fixture

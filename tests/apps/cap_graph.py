@@ -22,6 +22,7 @@ catches ``NodeFailed`` only from a child planned to raise, and returns
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Generator
 from typing import Any
 
@@ -104,6 +105,10 @@ def unpack(
     return caps
 
 
+def _record(record: list[object], update: object) -> None:
+    record.append(copy.deepcopy(update))
+
+
 def _node(
     plan: Plan, args: tuple[object, ...], kwargs: dict[str, object]
 ) -> Generator[Request, Outcome, dict[str, object]]:
@@ -113,10 +118,7 @@ def _node(
     seen: list[list[object]] = [[] for _ in slots]
     for j, slot in enumerate(slots):
         if not slot["passive"]:
-            record = seen[j]
-            caps[j].set_update_handler(
-                lambda update, record=record: record.append(copy.deepcopy(update))
-            )
+            caps[j].set_update_handler(functools.partial(_record, seen[j]))
     children: list[object] = []
     for step in plan["steps"]:
         if step[0] == "update":

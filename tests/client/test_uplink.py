@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import conftest
 from tests.conftest import ROOT, TIMEOUT, stop
 from tether import server, testing
 from tether.client import AsyncClient
@@ -24,20 +25,7 @@ def url() -> Iterator[str]:
 
 
 def start_worker(url: str, key: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.apps.uplink_worker", url, key],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()  # bounded: the worker prints or exits
-    if not line.startswith("READY"):
-        out, err = stop(process)
-        pytest.fail(f"worker did not start: {line!r} {out!r} {err!r}")
-    return process
+    return conftest.start_worker("tests.apps.uplink_worker", url, key)
 
 
 async def test_registered_functions_are_callable_by_everyone(url: str) -> None:

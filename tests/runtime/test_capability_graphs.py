@@ -12,25 +12,24 @@ nothing back.
 A hypothesis state machine grows and prunes a call tree: who passes which capability to
 whom, and how (positional, keyword, inside a portable object, deep in containers,
 narrowed); which node sends which update (dicts that merge, values that replace, None
-that sends nothing); where each node runs (server or worker, sync or async); which nodes
-fail. Each call runs the tree for real (tests/apps/cap_graph.py) and a pure model here
-says what every handler must have seen, in the client and in every node.
+that sends nothing); where each node runs (the server or a trusted worker process, sync
+or async); which nodes fail; which of two clients calls, with which of its instances.
+After every rule it makes the call for real (tests/apps/cap_graph.py) and a pure model
+here says what every handler must have seen, in each node and in both clients. A call
+that goes wrong shrinks its own plan to a smallest one that still does.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import select
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-from hypothesis import Phase, event, settings
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -41,8 +40,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from tests import conftest
 from tests.apps.cap_graph import FUNCTIONS, NodeFailed, Plan, pack
-from tests.conftest import ROOT, TIMEOUT, stop
+from tests.conftest import TIMEOUT, stop
 from tether import server, testing
 from tether.client import Client
 
@@ -58,7 +58,7 @@ MAX_ROOT_SLOTS = 4
 # failure; a failing call shrinks its own plan instead (CapabilityGraphs.smallest).
 SETTINGS = settings(
     max_examples=40,
-    stateful_step_count=25,
+    stateful_step_count=40,
     deadline=None,
     database=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
@@ -89,7 +89,7 @@ def merged(pending: object, update: object) -> object:
 @dataclass
 class Expected:
     updates: dict[str, object]  # what the node's reply carries, by scope key
-    result: dict[str, object]  # what the node returns
+    result: dict[str, Any]  # what the node returns: its handlers' and its children's
 
 
 def model(plan: Plan) -> Expected | None:
@@ -132,11 +132,11 @@ def test_the_model_merges_replaces_and_drops_failed_subtrees() -> None:
         return {"h": h, "how": "arg", "narrow": narrow, "scope": scope, "passive": False}
 
     g0, g1 = ["g", 0], ["g", 1]
-    leaf = {"id": "n2", "fn": "node", "raise": False, "slots": [slot(0, g0)], "steps": []}
-    leaf["steps"] = [["update", 0, {"b": 2}], ["update", 0, {"c": 3}]]
+    steps = [["update", 0, {"b": 2}], ["update", 0, {"c": 3}]]
+    leaf: Plan = {"id": "n2", "fn": "node", "raise": False, "slots": [slot(0, g0)], "steps": steps}
     failing = {**leaf, "id": "n3", "raise": True}
     narrowed = {**leaf, "id": "n4", "slots": [slot(1, [*g1, "t"], "t")]}
-    root = {
+    root: Plan = {
         "id": "n1",
         "fn": "node",
         "raise": False,
@@ -153,7 +153,7 @@ def test_the_model_merges_replaces_and_drops_failed_subtrees() -> None:
     assert expected is not None
     assert expected.updates == {key(g0): {"a": 1, "b": 2, "c": 3}, key(g1): 5}
     assert expected.result["seen"] == [[{"a": 1}, {"b": 2, "c": 3}], [5]]
-    assert [child["id"] for child in expected.result["children"]] == ["n2", "n4"]  # type: ignore[attr-defined]
+    assert [child["id"] for child in expected.result["children"]] == ["n2", "n4"]
     assert model({**root, "steps": [["update", 0, {"a": 1}], ["update", 0, None]]}) == Expected(
         {}, {"id": "n1", "seen": [[{"a": 1}, None], []], "children": []}
     )
@@ -167,7 +167,7 @@ def simpler(plan: Plan) -> Iterator[Plan]:
     while stack:
         path, node = stack.pop(0)
         for i in range(len(node["steps"])):
-            yield edited(plan, path, lambda n, i=i: n["steps"].pop(i))
+            yield edited(plan, path, without_step(i))
         if node["raise"]:
             yield edited(plan, path, lambda n: n.update({"raise": False}))
         if node["fn"] != "node":
@@ -180,10 +180,18 @@ def simpler(plan: Plan) -> Iterator[Plan]:
             yield edited(plan, path, lambda n: n["slots"].pop())
         for j, slot in enumerate(node["slots"]):
             if slot["how"] != "arg":
-                yield edited(plan, path, lambda n, j=j: n["slots"][j].update({"how": "arg"}))
+                yield edited(plan, path, plain_argument(j))
         stack += [
             ([*path, i], step[1]) for i, step in enumerate(node["steps"]) if step[0] == "call"
         ]
+
+
+def without_step(i: int) -> Callable[[Plan], object]:
+    return lambda node: node["steps"].pop(i)
+
+
+def plain_argument(j: int) -> Callable[[Plan], object]:
+    return lambda node: node["slots"][j].update({"how": "arg"})
 
 
 def edited(plan: Plan, path: list[int], change: Callable[[Plan], object]) -> Plan:
@@ -461,14 +469,16 @@ class CapabilityGraphs(RuleBasedStateMachine):
         args, kwargs = pack(plan["slots"], self.held)
         client = self.clients[self.caller]
         future = client.aio.call_threadsafe(FUNCTIONS[plan["fn"]], (plan, *args), kwargs)
+        result: object = None
+        failed: str | None = None  # the node that failed, or the error
         try:
-            result, failed = future.result(TIMEOUT), None
+            result = future.result(TIMEOUT)
         except NodeFailed as exc:
-            result, failed = None, exc.node
+            failed = exc.node
         except TimeoutError:
             raise AssertionError(f"no answer in {TIMEOUT} s to {json.dumps(plan)}") from None
-        except Exception as exc:
-            result, failed = None, f"n? ({exc!r})"
+        except Exception as exc:  # a node's own check failed, or worse
+            failed = repr(exc)
         wanted: list[list[object]] = [[] for _ in self.held]
         for i in sorted({slot["h"] for slot in plan["slots"]}):  # each instance passed, once
             update = (
@@ -482,7 +492,7 @@ class CapabilityGraphs(RuleBasedStateMachine):
         if expected is None and failed != "n0":
             problems.append(f"the root should have failed; it gave {failed or result!r}")
         elif expected is not None and failed is not None:
-            problems.append(f"{failed} failed")
+            problems.append(f"the call failed: {failed}")
         elif expected is not None and result != expected.result:
             problems.append(f"the nodes saw {result!r}, not {expected.result!r}")
         if got != wanted:
@@ -520,35 +530,14 @@ class CapabilityGraphs(RuleBasedStateMachine):
                 f"it goes wrong so: {'; '.join(self.run(smallest))}"
             )
         assert self.recorded == self.expected  # over all the calls so far
-        if plan["raise"]:
-            root.raises = False  # fail_the_next_call is done
-            event("the root failed: nothing came back")
-        else:
-            worker = any(node.fn in ("unode", "aunode") for node in self.nodes.values())
-            updated = sum(bool(record) for record in self.recorded)
-            event(f"{len(self.nodes)} nodes" + (", some in the worker" if worker else ""))
-            event(f"{updated} client capabilities updated so far")
+        root.raises = False  # fail_the_next_call is done
 
 
 # -- against a real server --------------------------------------------------------------------
 
 
 def start_worker(url: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.apps.cap_graph_worker", url, KEY],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], TIMEOUT)
-    line = process.stdout.readline() if ready else ""
-    if not line.startswith("READY"):
-        out, err = stop(process)
-        pytest.fail(f"worker did not start: {line!r} {out!r} {err!r}")
-    return process
+    return conftest.start_worker("tests.apps.cap_graph_worker", url, KEY)
 
 
 @pytest.fixture(scope="module")
