@@ -610,3 +610,19 @@ def test_the_facade_invalidates_through_the_connection(url: str) -> None:
         assert server.call("cap_valid", cap) is False
     finally:
         server.disconnect()
+
+
+async def test_subscriptions_per_connection_are_bounded(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tether.runtime.updates.MAX_SUBSCRIPTIONS", 2)
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        caps = [await minted(client, ["quota", i]) for i in range(3)]
+        await client.subscribe(caps[0])
+        await client.subscribe(caps[1])
+        await client.subscribe(caps[1])  # again: still two scopes
+        with pytest.raises(server.QuotaExceededError, match="at most 2 scopes"):
+            await client.subscribe(caps[2])
+        await client.unsubscribe(caps[0])
+        await client.subscribe(caps[2])
+        assert hub.subscribers(caps[2]._key) == 1

@@ -14,12 +14,16 @@ import threading
 from typing import TYPE_CHECKING
 
 from tether.codec.capability import CapabilitySession
+from tether.errors import QuotaExceededError
 from tether.protocol import Frame
 
 if TYPE_CHECKING:
     from tether.runtime.peer import Peer
 
-__all__ = ["UpdateHub", "hub"]
+__all__ = ["MAX_SUBSCRIPTIONS", "UpdateHub", "hub"]
+
+MAX_SUBSCRIPTIONS = 10_000
+"""Scopes one connection may subscribe to at once (a named limit)."""
 
 log = logging.getLogger("tether")
 
@@ -33,9 +37,19 @@ class UpdateHub:
         self._by_peer: dict[Peer, set[str]] = {}
 
     def subscribe(self, peer: Peer, key: str) -> None:
+        """Records the subscription (idempotent).
+
+        Raises:
+            QuotaExceededError: the connection holds MAX_SUBSCRIPTIONS already.
+        """
         with self._lock:
+            keys = self._by_peer.setdefault(peer, set())
+            if key not in keys and len(keys) >= MAX_SUBSCRIPTIONS:
+                raise QuotaExceededError(
+                    f"a connection may subscribe to at most {MAX_SUBSCRIPTIONS} scopes"
+                )
+            keys.add(key)
             self._by_key.setdefault(key, {})[peer] = None
-            self._by_peer.setdefault(peer, set()).add(key)
 
     def unsubscribe(self, peer: Peer, key: str) -> None:
         with self._lock:
