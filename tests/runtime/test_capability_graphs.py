@@ -542,10 +542,13 @@ def start_worker(url: str) -> subprocess.Popen[str]:
 
 @pytest.fixture(scope="module")
 def clients() -> Iterator[tuple[Client, Client]]:
-    with testing.serve("tests.apps.cap_graph", uplink_key=KEY) as url:
-        worker = start_worker(url)
+    """Two clients of one server, the first on its WebSocket and the second on its TCP
+    port; the worker is on the TCP port too (so both ways of answering a call are used)."""
+    with testing.serve("tests.apps.cap_graph", uplink_key=KEY, tcp_port=0) as url:
+        assert url.tcp is not None
+        worker = start_worker(url.tcp)
         try:
-            with Client(url) as first, Client(url) as second:
+            with Client(url) as first, Client(url.tcp) as second:
                 yield first, second
         finally:
             stop(worker)
