@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tether import _current
 from tether.codec import BlobMedia, Media
+from tether.codec.capability import set_subscriptions
 from tether.errors import TetherError
+
+set_subscriptions(_current.subscriptions)  # cap.subscribe() goes to server.connect's connection
 
 __all__ = ["BlobMedia", "Media", "TetherError", "create_app"]
 __version__ = "0.1.0"

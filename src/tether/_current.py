@@ -12,3 +12,23 @@ dispatchers: list[Any] = []
 
 client: Any = None
 """The connection made by ``server.connect``, if any."""
+
+
+def subscriptions(cap: Any, on: bool) -> None:
+    """``cap.subscribe()`` / ``cap.unsubscribe()``: through the ``server.connect`` connection.
+
+    Raises:
+        AppOfflineError: not connected.
+    """
+    if client is None:
+        from tether.errors import AppOfflineError
+
+        raise AppOfflineError(
+            "subscribe() needs a connection: call server.connect(url) first"
+            " (or use AsyncClient.subscribe)"
+        )
+    connection = client.client
+    if on:
+        connection.subscribe(cap)
+    else:
+        connection.unsubscribe(cap)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
@@ -39,6 +39,7 @@ __all__ = [
     "collect_updates",
     "scope_key",
     "set_publisher",
+    "set_subscriptions",
     "unwrap_capability",
 ]
 
@@ -50,6 +51,7 @@ MAX_SCOPE_INT: Final = 2**53
 UpdateHandler = Callable[[Any], object]
 UpdateGetter = Callable[[], object]
 Publisher = Callable[[str, object], None]
+Subscriptions = Callable[["Capability", bool], None]
 
 
 class _Any:
@@ -71,8 +73,16 @@ class _Any:
 
 ANY: Final = _Any()
 _NOTHING: Final = object()
-_lock = threading.Lock()  # guards queued updates; held only for a few assignments
+_FOLD_AT: Final = 32  # queued updates folded into one past this many (bounded memory)
 _publisher: Publisher | None = None
+_subscriptions: Subscriptions | None = None
+
+
+def set_subscriptions(subscriptions: Subscriptions | None) -> None:
+    """Where ``subscribe()`` (True) and ``unsubscribe()`` (False) go: the process's
+    connection (the package registers it, so this module touches no connection)."""
+    global _subscriptions
+    _subscriptions = subscriptions
 
 
 def set_publisher(publisher: Publisher | None) -> None:
@@ -188,7 +198,7 @@ class Capability:
         self._key = scope_key(scope + narrow if narrow else scope)
         self._handler: UpdateHandler | None = None
         self._get: UpdateGetter | None = None
-        self._pending: object = _NOTHING
+        self._pending: deque[object] = deque()  # sent, not yet taken; see _apply_update
 
     @classmethod
     def _make(
@@ -272,21 +282,20 @@ class Capability:
         if handler is not None:
             handler(update)
         if self._get is None:
-            with _lock:
-                pending = self._pending
-                if type(update) is dict and type(pending) is dict:
-                    pending.update(update)
-                else:
-                    self._pending = dict(update) if type(update) is dict else update
+            # No lock: deque appends and pops are atomic, so threads sending on one
+            # capability never lose an update; they are merged in order when taken.
+            queue = self._pending
+            queue.append(dict(update) if type(update) is dict else update)  # a snapshot
+            if len(queue) > _FOLD_AT:
+                queue.extendleft(_fold(queue))  # older than anything appended meanwhile
 
     def _take_update(self) -> object:
         """What goes back to the caller now (None for nothing), and forget it."""
         getter = self._get
         if getter is not None:
             return getter()
-        with _lock:
-            pending, self._pending = self._pending, _NOTHING
-        return None if pending is _NOTHING else pending
+        folded = _fold(self._pending)
+        return folded[0] if folded else None
 
     # -- live pushes (clients) ----------------------------------------------------------
 
@@ -299,23 +308,31 @@ class Capability:
             PermissionDenied: the server does not accept this capability.
             AppOfflineError: not connected.
         """
-        _connection().subscribe(self)
+        _subscribe(self, True)
 
     def unsubscribe(self) -> None:
         """Stops the pushes :meth:`subscribe` asked for."""
-        _connection().unsubscribe(self)
+        _subscribe(self, False)
 
 
-def _connection() -> Any:
-    from tether import _current
-    from tether.errors import AppOfflineError
+def _subscribe(cap: Capability, on: bool) -> None:
+    assert _subscriptions is not None, "registered when the tether package loads"
+    _subscriptions(cap, on)
 
-    if _current.client is None:
-        raise AppOfflineError(
-            "subscribe() needs a connection: call server.connect(url) first"
-            " (or use AsyncClient.subscribe)"
-        )
-    return _current.client.client
+
+def _fold(queue: deque[object]) -> list[object]:
+    """Takes every queued update, oldest first, and returns them as one (dicts merge,
+    anything else replaces), or nothing when none was queued."""
+    merged: object = _NOTHING
+    while True:
+        try:
+            update = queue.popleft()
+        except IndexError:
+            return [] if merged is _NOTHING else [merged]
+        if type(update) is dict and type(merged) is dict:
+            merged.update(update)  # both are this queue's own copies
+        else:
+            merged = update
 
 
 def unwrap_capability(cap: object, pattern: list[object] | tuple[object, ...]) -> list[object]:
