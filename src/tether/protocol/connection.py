@@ -13,7 +13,6 @@ import gc
 import itertools
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -29,17 +28,15 @@ from tether.codec import (
     portable_registry,
 )
 from tether.codec.capability import Capability, CapabilityWire
-from tether.codec.media import chunks
 from tether.errors import (
     FrameTooLarge,
     LocalProtocolError,
     PermissionDenied,
-    RemoteError,
     RemoteProtocolError,
     SerializationError,
-    error_class_for_wire_name,
-    wire_name_of_error,
 )
+from tether.protocol.chunks import Partial, media_frames, next_chunk
+from tether.protocol.errors import error_fields, error_from_wire
 from tether.protocol.events import (
     Authenticated,
     AuthFailed,
@@ -79,19 +76,6 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-@dataclass(slots=True)
-class _Partial:
-    """A message whose media chunks are still arriving."""
-
-    message: dict[str, object]
-    is_call: bool
-    waiting: dict[str, bytearray]
-    next_index: dict[str, int]
-    done: dict[str, Media] = field(default_factory=dict)
-    received: int = 0
-    failed: bool = False
-
-
 class Connection:
     """One side of one connection.
 
@@ -125,8 +109,8 @@ class Connection:
         self._pending_out: dict[str, str] = {}  # call id -> command, for calls made from here
         self._sent_caps: dict[str, list[Capability]] = {}  # call id -> capabilities sent in it
         self._abandoned: set[str] = set()
-        self._incoming: dict[str, _Partial] = {}
-        self._chunk: tuple[_Partial, str, bool] | None = None
+        self._incoming: dict[str, Partial] = {}
+        self._chunk: tuple[Partial, str, bool] | None = None
         prefix = "server-" if role is Role.SERVER else ""
         self._id_prefix = prefix + os.urandom(5).hex()
         self._ids = itertools.count(1)
@@ -265,10 +249,7 @@ class Connection:
         A portable exception also carries its serialized self under ``error.value``, so
         the caller re-raises the same class with the same attributes.
         """
-        fields: dict[str, object] = {
-            "type": _wire_type(error, self.registry),
-            "message": _message(error),
-        }
+        fields = error_fields(error, self.registry)
         if trace is not None:
             fields["trace"] = trace
         header: dict[str, object] = {"id": call_id}
@@ -429,30 +410,8 @@ class Connection:
                 f"message of {len(text)} bytes is over the frame limit of"
                 f" {self.limits.max_frame_bytes} bytes (send large data as Media)"
             )
-        frames: list[Frame] = [text.decode()]
-        total = 0
-        for media_id, media in encoded.media:
-            content = media.get_bytes()
-            total += len(content)
-            if total > self.limits.max_media_bytes:
-                raise SerializationError(
-                    f"media in one message add up to more than {self.limits.max_media_bytes} bytes"
-                )
-            parts = chunks(content)
-            last = len(parts) - 1
-            for index, part in enumerate(parts):
-                frames.append(
-                    orjson.dumps(
-                        {
-                            "type": "CHUNK_HEADER",
-                            "requestId": request_id,
-                            "mediaId": media_id,
-                            "chunkIndex": index,
-                            "lastChunk": index == last,
-                        }
-                    ).decode()
-                )
-                frames.append(part)
+        frames = media_frames(encoded.media, request_id, self.limits.max_media_bytes)
+        self._out.append(text.decode())
         self._out.extend(frames)
 
     def _receive_call(self, message: dict[str, object]) -> None:
@@ -494,7 +453,7 @@ class Connection:
             if not drop:
                 self._finish(msg_id, message, is_call, None)
             return
-        self._incoming[msg_id] = _Partial(
+        self._incoming[msg_id] = Partial(
             message, is_call, {i: bytearray() for i in ids}, dict.fromkeys(ids, 0), failed=drop
         )
 
@@ -528,7 +487,7 @@ class Connection:
         try:
             if "error" in message:
                 decode_values(message, ("error",), self.registry, self.limits, media, decoders)
-                raised = self._error_from_wire(message["error"])
+                raised = error_from_wire(message["error"], self.registry)
                 self._events.append(Failure(msg_id, raised, message, sent))
             else:
                 decode_values(
@@ -585,22 +544,7 @@ class Connection:
             self._events.append(Failure(msg_id, exc, message, self._sent_caps.pop(msg_id, [])))
 
     def _receive_chunk_header(self, message: dict[str, object]) -> None:
-        request_id = message.get("requestId")
-        media_id = message.get("mediaId")
-        index = message.get("chunkIndex")
-        partial = self._incoming.get(request_id) if type(request_id) is str else None
-        if partial is None:
-            raise RemoteProtocolError(
-                f"media chunk for unknown request {str(request_id)[:MAX_ID_LENGTH]!r}"
-            )
-        if type(media_id) is not str or media_id not in partial.next_index:
-            raise RemoteProtocolError(
-                f"media chunk for unknown media {str(media_id)[:MAX_ID_LENGTH]!r}"
-            )
-        if type(index) is not int or index != partial.next_index[media_id]:
-            raise RemoteProtocolError(f"media chunk {index!r} out of order")
-        partial.next_index[media_id] = index + 1
-        self._chunk = (partial, media_id, message.get("lastChunk") is True)
+        self._chunk = next_chunk(message, self._incoming, MAX_ID_LENGTH)
 
     def _receive_chunk(self, data: bytes) -> None:
         if self._chunk is None:
@@ -629,51 +573,6 @@ class Connection:
                 del self._incoming[msg_id]
                 if not partial.failed:
                     self._finish(msg_id, partial.message, partial.is_call, partial.done)
-
-    def _error_from_wire(self, error: object) -> BaseException:
-        if type(error) is not dict:
-            return RemoteError(str(error))
-        message = error.get("message")
-        text = message if type(message) is str else str(message)
-        type_name = error.get("type")
-        trace = error.get("trace")
-        trace_list = trace if type(trace) is list else None
-        value = error.get("value")
-        if isinstance(value, BaseException):
-            return value
-        if type(type_name) is str:
-            cls = error_class_for_wire_name(type_name)
-            if cls is not None:
-                return cls(text)
-            portable = self.registry.by_name.get(type_name)
-            if portable is not None and portable.is_exception:
-                cls_any: Any = portable.cls
-                exc: BaseException = cls_any.__new__(cls_any)
-                exc.args = (text,)
-                return exc
-            return RemoteError(text, type_name, trace_list)
-        return RemoteError(text, "Exception", trace_list)
-
-
-def _wire_type(error: BaseException, registry: PortableRegistry) -> str:
-    cls = type(error)
-    if isinstance(error, RemoteError):
-        return error.type_name
-    name = wire_name_of_error(cls)
-    if name is not None:
-        return name
-    portable = registry.by_class.get(cls)
-    if portable is not None:
-        return portable.name
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _message(error: BaseException) -> str:
-    if isinstance(error, RemoteError):
-        return str(error.args[0]) if error.args else ""
-    return str(error)
 
 
 def _without_gc(work: Callable[..., None], *args: object) -> None:
