@@ -1190,3 +1190,14 @@ def test_many_queued_updates_fold_into_one_in_order() -> None:
     cap.send_update({"last": True})
     assert cap._take_update() == {"last": True}
     assert cap._take_update() is None
+
+
+def test_collected_updates_apply_without_normalising_again() -> None:
+    callee = Capability(["job", {"b": 1, "a": 2}])
+    callee.send_update({"x": 1})
+    caller = Capability(["job", {"a": 2, "b": 1}])
+    got: list[object] = []
+    caller.set_update_handler(got.append)
+    applied = apply_updates([caller], collect_updates([callee]), normalized=True)
+    assert applied == [(caller, {"x": 1})]
+    assert got == [{"x": 1}]

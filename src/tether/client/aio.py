@@ -39,7 +39,10 @@ from tether.errors import (
 from tether.functions import FunctionRegistry, ServerFunction, function_registry, missing_function
 from tether.protocol import (
     FRAME_SLACK,
+    INVALIDATE,
     SUBPROTOCOL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
     Authenticated,
     AuthFailed,
     Call,
@@ -56,10 +59,6 @@ from tether.transports.tcp import FramedStream, open_tcp
 from tether.transports.websocket import WebSocket, open_websocket
 
 __all__ = ["AsyncClient", "websocket_url"]
-
-SUBSCRIBE = "tether.private.subscribe"
-UNSUBSCRIBE = "tether.private.unsubscribe"
-INVALIDATE = "tether.private.invalidate_client_objects"
 
 log = logging.getLogger("tether.client")
 

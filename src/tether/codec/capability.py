@@ -401,21 +401,28 @@ def collect_updates(caps: Iterable[Capability]) -> dict[str, object]:
     return out
 
 
-def apply_updates(caps: Iterable[Capability], updates: object) -> list[tuple[Capability, object]]:
+def apply_updates(
+    caps: Iterable[Capability], updates: object, *, normalized: bool = False
+) -> list[tuple[Capability, object]]:
     """Applies a reply's ``capUpdates`` to the capabilities this side sent in the call:
     each once, by full scope. Returns the capabilities updated, with their update.
 
-    Keys are normalised (any JSON spelling of a scope matches); a key that is not JSON
-    is ignored, as is an update for a capability that was not sent.
+    Keys from a peer are normalised (any JSON spelling of a scope matches; a key that is
+    not JSON is ignored); ``normalized`` skips that for the keys of
+    :func:`collect_updates`. An update for a capability that was not sent is ignored.
     """
     if type(updates) is not dict or not updates:
         return []
-    by_key: dict[str, object] = {}
-    for key, update in updates.items():
-        try:
-            by_key[scope_key(json.loads(key))] = update
-        except (TypeError, ValueError):
-            continue
+    by_key: dict[str, object]
+    if normalized:
+        by_key = updates
+    else:
+        by_key = {}
+        for key, update in updates.items():
+            try:
+                by_key[scope_key(json.loads(key))] = update
+            except (TypeError, ValueError):
+                continue
     applied: list[tuple[Capability, object]] = []
     seen: set[int] = set()
     for cap in caps:

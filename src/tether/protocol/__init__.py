@@ -2,8 +2,12 @@
 
 from tether.protocol.connection import (
     FRAME_SLACK,
+    INVALIDATE,
+    PRIVATE,
     PROTOCOL_VERSION,
     SUBPROTOCOL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
     Connection,
     Frame,
     Role,
@@ -24,8 +28,12 @@ from tether.protocol.events import (
 
 __all__ = [
     "FRAME_SLACK",
+    "INVALIDATE",
+    "PRIVATE",
     "PROTOCOL_VERSION",
     "SUBPROTOCOL",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
     "AuthFailed",
     "Authenticated",
     "Call",

@@ -50,7 +50,19 @@ from tether.protocol.events import (
     Response,
 )
 
-__all__ = ["FRAME_SLACK", "PROTOCOL_VERSION", "SUBPROTOCOL", "Connection", "Frame", "Role", "State"]
+__all__ = [
+    "FRAME_SLACK",
+    "INVALIDATE",
+    "PRIVATE",
+    "PROTOCOL_VERSION",
+    "SUBPROTOCOL",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "Connection",
+    "Frame",
+    "Role",
+    "State",
+]
 
 PROTOCOL_VERSION = 8
 SUBPROTOCOL = "tether.v1"
@@ -58,6 +70,11 @@ SUBPROTOCOL = "tether.v1"
 FRAME_SLACK = 64 * 1024
 """Room for WebSocket framing over ``max_frame_bytes`` when sizing a transport's limit."""
 ECHO = "anvil.private.echo"
+PRIVATE = "tether.private."
+"""Calls under this prefix are the connection's own requests, never a registered function."""
+SUBSCRIBE = PRIVATE + "subscribe"
+UNSUBSCRIBE = PRIVATE + "unsubscribe"
+INVALIDATE = PRIVATE + "invalidate_client_objects"
 MAX_ID_LENGTH = 128
 
 Frame = str | bytes

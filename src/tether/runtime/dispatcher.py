@@ -31,7 +31,7 @@ from tether.context import CallContext, CallState, ClientInfo, StackFrame, curre
 from tether.errors import PermissionDenied
 from tether.functions import FunctionRegistry, ServerFunction, function_registry, missing_function
 from tether.runtime.secret import load_secret
-from tether.runtime.updates import hub
+from tether.runtime.updates import hub, on_loop
 
 if TYPE_CHECKING:
     from tether.runtime.peer import Peer
@@ -302,7 +302,7 @@ class ServerCaller:
         loop = dispatcher.loop
         if loop is None:
             raise RuntimeError("the server is not running")
-        if _in_loop_thread(loop):
+        if on_loop(loop):
             raise RuntimeError(
                 f"server.call({name!r}) would block the event loop: use 'await server.acall(...)'"
                 " in async server functions"
@@ -340,11 +340,4 @@ def _hand_back(sent: list[Capability], arrived: list[Capability]) -> None:
     """A nested call succeeded: the updates queued on the callee's copies of capabilities
     go to the caller's originals (their handlers run, and they queue further up)."""
     if arrived:
-        apply_updates(sent, collect_updates(arrived))
-
-
-def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
+        apply_updates(sent, collect_updates(arrived), normalized=True)

@@ -32,7 +32,11 @@ from tether.errors import (
 )
 from tether.functions import ServerFunction, missing_function
 from tether.protocol import (
+    INVALIDATE,
+    PRIVATE,
     SUBPROTOCOL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
     Call,
     Connection,
     Failure,
@@ -46,7 +50,7 @@ from tether.protocol import (
 from tether.runtime.dispatcher import Dispatcher, _report, invalidate_session
 from tether.runtime.updates import hub
 
-__all__ = ["INVALIDATE", "SUBSCRIBE", "UNSUBSCRIBE", "Peer"]
+__all__ = ["Peer"]
 
 log = logging.getLogger("tether")
 
@@ -54,9 +58,6 @@ Send = Callable[[Frame], Awaitable[None]]
 Write = Callable[[Frame], None]
 Settle = tuple[asyncio.Future[object], Response | Failure]
 
-SUBSCRIBE = "tether.private.subscribe"
-UNSUBSCRIBE = "tether.private.unsubscribe"
-INVALIDATE = "tether.private.invalidate_client_objects"
 ANVIL_INVALIDATE = "anvil.private.invalidate_client_objects"  # what anvil-uplink calls
 
 
@@ -234,7 +235,7 @@ class Peer:
         state = CallState(self.context, self.dispatcher.caller, cap_session=self.cap_session)
         dispatcher = self.dispatcher
         done = functools.partial(self._finish_call, call)
-        if call.command.startswith("tether.private.") or call.command == ANVIL_INVALIDATE:
+        if call.command.startswith(PRIVATE) or call.command == ANVIL_INVALIDATE:
             self._builtin_locked(call)
             return
         try:

@@ -20,7 +20,7 @@ from tether.protocol import Frame
 if TYPE_CHECKING:
     from tether.runtime.peer import Peer
 
-__all__ = ["MAX_SUBSCRIPTIONS", "UpdateHub", "hub"]
+__all__ = ["MAX_SUBSCRIPTIONS", "UpdateHub", "hub", "on_loop"]
 
 MAX_SUBSCRIPTIONS = 10_000
 """Scopes one connection may subscribe to at once (a named limit)."""
@@ -104,14 +104,15 @@ class UpdateHub:
                 if loop is not None:
                     waiting.setdefault(loop, []).append(peer)
         for loop, flush in waiting.items():
-            if _running(loop):
+            if on_loop(loop):
                 _flush_all(flush)
             else:
                 with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
                     loop.call_soon_threadsafe(_flush_all, flush)
 
 
-def _running(loop: asyncio.AbstractEventLoop) -> bool:
+def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when called on ``loop``'s own thread, while it runs."""
     try:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
