@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import contextvars
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from tether.codec.capability import CapabilitySession
 
-__all__ = ["CallContext", "ClientInfo", "StackFrame"]
+__all__ = ["CallContext", "ClientInfo", "Location", "StackFrame"]
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a client is, from the server's GeoIP database (any field may be None)."""
+
+    city: str | None = None
+    subdivision: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    country_code: str | None = None
+    country: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +30,7 @@ class ClientInfo:
 
     type: str
     ip: str | None = None
-    location: object = None
+    location: Location | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +49,21 @@ class CallContext:
     client: ClientInfo
     remote_caller: StackFrame | None
     background_task_id: str | None = None
+
+
+class Session(Protocol):
+    """What a call can do with its session (``tether.runtime.sessions.CallSession``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def view(self) -> MutableMapping[str, object]: ...
+
+    def reset(self) -> None: ...
+
+    def save_blocking(self) -> None: ...
+
+    async def save(self) -> None: ...
 
 
 class Caller(Protocol):
@@ -57,8 +85,17 @@ class CallState:
     extra: dict[str, object] = field(default_factory=dict)
     cap_session: CapabilitySession | None = None
     """Whom capabilities are signed for in this call (the calling client's session)."""
+    session: Session | None = None
+    """The calling client's session (shared with the nested calls)."""
 
 
 current_call: contextvars.ContextVar[CallState | None] = contextvars.ContextVar(
     "tether_current_call", default=None
 )
+
+
+call_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "tether_call_timeout", default=None
+)
+"""Seconds the calls made here may take (``with server.call_timeout(s)``); None: the
+client's default."""

@@ -16,6 +16,7 @@ from tether import _current
 from tether.codec import BlobMedia, Media, portable_registry
 from tether.codec.capability import Capability, unwrap_capability
 from tether.context import CallContext, ClientInfo, StackFrame, current_call
+from tether.context import call_timeout as _call_timeout
 from tether.errors import (
     AppOfflineError,
     BackgroundTaskError,
@@ -62,15 +63,19 @@ __all__ = [
     "UplinkDisconnectedError",
     "acall",
     "call",
+    "call_timeout",
     "callable",
     "connect",
     "context",  # noqa: F822 - a module __getattr__ attribute: the running call's context
     "disconnect",
+    "get_session_id",
     "invalidate_client_objects",
     "is_app_online",
     "loading_indicator",
     "no_loading_indicator",
     "portable_class",
+    "reset_session",
+    "session",  # noqa: F822 - a module __getattr__ attribute: the calling client's session
     "set_user_resolver",
     "unwrap_capability",
     "wait_forever",
@@ -204,14 +209,74 @@ _user_resolver: Callable[[], object] | None = None
 
 
 def set_user_resolver(resolver: Callable[[], object] | None) -> None:
-    """Sets how ``require_user`` finds the current user (a function of no arguments)."""
+    """Sets how ``require_user`` finds the current user (a function of no arguments,
+    called in the call's context); None goes back to ``server.session.get("user")``."""
     global _user_resolver
     _user_resolver = resolver
 
 
 def current_user() -> object:
-    """The user ``require_user`` checks: the resolver's answer, else None."""
-    return _user_resolver() if _user_resolver is not None else None
+    """The user ``require_user`` checks: the resolver's answer, else the session's
+    ``"user"`` (None outside a call with a session)."""
+    if _user_resolver is not None:
+        return _user_resolver()
+    state = current_call.get()
+    if state is None or state.session is None:
+        return None
+    return state.session.view().get("user")
+
+
+def _call_session() -> Any:
+    state = current_call.get()
+    if state is None or state.session is None:
+        raise RuntimeError(
+            "there is no session here: server.session, get_session_id() and reset_session()"
+            " work in a server function called by a client"
+        )
+    return state.session
+
+
+def get_session_id() -> str:
+    """The calling client's session id (in a client process: this connection's).
+
+    Raises:
+        SessionExpiredError: the session has expired.
+        RuntimeError: no client session here (server code run outside a call).
+    """
+    state = current_call.get()
+    if (state is None or state.session is None) and _current.client is not None:
+        return str(_current.client.client.session_id)
+    return str(_call_session().id)
+
+
+def reset_session() -> None:
+    """Starts a fresh, empty session for the calling client (the old one is deleted).
+    In a client process: for this connection, after SessionExpiredError.
+
+    In server code, the rest of the call (and the client's later calls) use the new
+    session; a Python client keeps its new token to reconnect with. A browser's cookie
+    still names the old session: its next page load starts another fresh one.
+    """
+    state = current_call.get()
+    if (state is None or state.session is None) and _current.client is not None:
+        _current.client.client.reset_session()
+        return
+    _call_session().reset()
+
+
+@contextlib.contextmanager
+def call_timeout(seconds: float | None) -> Iterator[None]:
+    """Calls made inside (in this thread or task) raise ``TimeoutError`` after ``seconds``
+    without an answer; None goes back to the connection's default (``call_timeout`` of
+    :func:`connect`). The remote function is not stopped: its late answer is dropped.
+    """
+    if seconds is not None and not seconds > 0:
+        raise ValueError("call_timeout needs a positive number of seconds (or None)")
+    token = _call_timeout.set(seconds)
+    try:
+        yield
+    finally:
+        _call_timeout.reset(token)
 
 
 @contextlib.contextmanager
@@ -231,6 +296,8 @@ _SERVER = CallContext("server_module", ClientInfo("server"), StackFrame("server_
 
 
 def __getattr__(name: str) -> object:
+    if name == "session":
+        return _call_session().view()
     if name == "context":
         state = current_call.get()
         if state is not None:

@@ -96,7 +96,7 @@ async def test_calls_waiting_when_the_client_closes_fail_clearly(url: str) -> No
 async def test_losing_the_server_fails_waiting_calls() -> None:
     async with asyncio.timeout(TIMEOUT):
         with testing.serve() as url:
-            client = await AsyncClient(url).connect()
+            client = await AsyncClient(url, reconnect=False).connect()
             pending = asyncio.ensure_future(client.call("wait_for_release"))
             await asyncio.sleep(0.1)
         with pytest.raises(server.AppOfflineError, match="connection to the server lost"):

@@ -1,4 +1,4 @@
-"""The server secret: from the options, TETHER_SECRET, or a file made once."""
+"""The server secret: from the options, TETHER_SECRET, or the store (made once)."""
 
 from __future__ import annotations
 
@@ -12,52 +12,61 @@ from tests.conftest import TIMEOUT
 from tether import server, testing
 from tether.client import AsyncClient
 from tether.runtime.secret import load_secret
+from tether.runtime.stores import MemoryStore, SqliteStore
 
 KEY = "secret-test-key"
 
 
-def test_the_options_win_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_options_win_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TETHER_SECRET", "e" * 20)
-    assert load_secret(b"o" * 16, None) == b"o" * 16
-    assert load_secret("s" * 16, None) == b"s" * 16
-    assert load_secret(None, None) == b"e" * 20
+    store = MemoryStore()
+    assert await load_secret(b"o" * 16, store) == b"o" * 16
+    assert await load_secret("s" * 16, store) == b"s" * 16
+    assert await load_secret(None, store) == b"e" * 20
 
 
-def test_a_short_secret_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_short_secret_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="at least 16 bytes"):
-        load_secret("short", None)
+        await load_secret("short", MemoryStore())
     monkeypatch.setenv("TETHER_SECRET", "short")
     with pytest.raises(ValueError, match="at least 16 bytes"):
-        load_secret(None, None)
+        await load_secret(None, MemoryStore())
 
 
-def test_without_anything_each_process_gets_a_random_secret(
+async def test_without_anything_each_memory_store_makes_a_random_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("TETHER_SECRET", raising=False)
-    assert load_secret(None, None) != load_secret(None, None)
+    first, second = MemoryStore(), MemoryStore()
+    assert await load_secret(None, first) != await load_secret(None, second)
+    assert await load_secret(None, first) == await load_secret(None, first)
 
 
-def test_the_data_dir_keeps_one_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TETHER_SECRET", raising=False)
-    folder = tmp_path / "data"
-    first = load_secret(None, folder)
-    assert len(first) == 32
-    assert load_secret(None, folder) == first
-    mode = (folder / "secret").stat().st_mode
-    assert stat.S_IMODE(mode) == 0o600
-
-
-def test_a_damaged_secret_file_is_a_clear_error(
+async def test_the_sqlite_store_keeps_one_secret_readable_by_its_owner_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("TETHER_SECRET", raising=False)
-    (tmp_path / "secret").write_text("not hex\n")
-    with pytest.raises(ValueError, match="does not hold a hex secret"):
-        load_secret(None, tmp_path)
-    (tmp_path / "secret").write_text("abcd\n")
+    path = tmp_path / "data" / "tether.db"
+    store = SqliteStore(path)
+    await store.open()
+    first = await load_secret(None, store)
+    await store.close()
+    assert len(first) == 32
+    again = SqliteStore(path)
+    await again.open()
+    try:
+        assert await load_secret(None, again) == first
+    finally:
+        await again.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_a_damaged_stored_secret_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TETHER_SECRET", raising=False)
+    store = MemoryStore()
+    await store.secret(b"abcd")
     with pytest.raises(ValueError, match="shorter than 16 bytes"):
-        load_secret(None, tmp_path)
+        await load_secret(None, store)
 
 
 async def signed_by(url: str) -> server.Capability:

@@ -186,7 +186,7 @@ async def test_call_context(url: str) -> None:
         async with AsyncClient(url) as client:
             info = await client.call("context_info")
         assert info == {
-            "type": "client",
+            "type": "server_module",
             "client": "uplink",
             "caller": "client_uplink",
             "trusted": False,

@@ -192,7 +192,7 @@ def test_bad_tcp_urls_are_refused() -> None:
 async def test_stopping_the_server_ends_tcp_clients_with_app_offline() -> None:
     async with asyncio.timeout(TIMEOUT):
         with testing.serve("tests.apps.echo", tcp_port=0) as served:
-            client = await AsyncClient(served.tcp).connect()
+            client = await AsyncClient(served.tcp, reconnect=False).connect()
             assert await client.call("echo", 1) == 1
         await client.wait_closed()
         with pytest.raises(server.AppOfflineError, match="not connected"):

@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import random
 import threading
 import traceback
 import weakref
@@ -29,17 +30,27 @@ from tether.codec.capability import (
     apply_updates,
     collect_updates,
 )
-from tether.context import CallContext, CallState, ClientInfo, StackFrame, current_call
+from tether.context import (
+    CallContext,
+    CallState,
+    ClientInfo,
+    StackFrame,
+    call_timeout,
+    current_call,
+)
 from tether.errors import (
     AppOfflineError,
     PermissionDenied,
     RemoteProtocolError,
     SerializationError,
 )
+from tether.errors import TimeoutError as CallTimeoutError
 from tether.functions import FunctionRegistry, ServerFunction, function_registry, missing_function
 from tether.protocol import (
     FRAME_SLACK,
     INVALIDATE,
+    RESET_SESSION,
+    SESSION_PUSH,
     SUBPROTOCOL,
     SUBSCRIBE,
     UNSUBSCRIBE,
@@ -53,10 +64,19 @@ from tether.protocol import (
     Rejected,
     Response,
     Role,
+    session_id,
 )
 from tether.transports.tcp import SCHEME as TCP_SCHEME
 from tether.transports.tcp import FramedStream, open_tcp
 from tether.transports.websocket import WebSocket, open_websocket
+
+
+def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
 
 __all__ = ["AsyncClient", "websocket_url"]
 
@@ -125,6 +145,14 @@ class AsyncClient:
             the uplink key; without it, connecting with functions raises PermissionDenied).
         limits: bounds on messages this side builds and accepts.
         open_timeout: seconds to connect and authenticate.
+        call_timeout: seconds a call may wait for its answer before raising
+            ``TimeoutError`` (None: no limit); ``server.call_timeout(s)`` overrides it
+            for the calls made inside.
+        reconnect: when the connection drops, reconnect with backoff (presenting the
+            session token, so the session carries on) until :meth:`close`. Meanwhile
+            calls raise ``AppOfflineError`` at once.
+        reconnect_delay, max_reconnect_delay: the first wait, doubled after each
+            failed attempt up to the maximum (seconds; each with up to 50 % jitter).
     """
 
     def __init__(
@@ -138,7 +166,13 @@ class AsyncClient:
         functions: FunctionRegistry = function_registry,
         open_timeout: float = 10.0,
         threads: int = 8,
+        call_timeout: float | None = None,
+        reconnect: bool = True,
+        reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 5.0,
     ) -> None:
+        if call_timeout is not None and not call_timeout > 0:
+            raise ValueError("call_timeout must be a positive number of seconds (or None)")
         self.url = websocket_url(url)
         self.key = key
         self.register = register
@@ -146,11 +180,15 @@ class AsyncClient:
         self.registry = registry
         self.functions = functions
         self.open_timeout = open_timeout
+        self.call_timeout = call_timeout
+        self.reconnect = reconnect
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
         self.trusted = False
+        self.session_token: str | None = None
+        """The token of this connection's session (from the server's auth reply)."""
         self.wire = HolderWire()
-        self.connection = Connection(
-            Role.CLIENT, registry=registry, limits=self.limits, capabilities=self.wire
-        )
+        self.connection = self._new_connection()
         # Serializes the Connection, ``_pending`` and the order of writes: the loop reads,
         # and on the TCP path a thread blocked in a sync call writes its CALL itself.
         self._guard = threading.Lock()
@@ -161,6 +199,10 @@ class AsyncClient:
         self._threads = threads
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed_reason: str | None = None
+        self._closing = False  # close() was called: do not reconnect
+        self._epoch = 0  # which transport is current (a late loss of an old one is moot)
+        self._reconnecting: asyncio.Task[bool] | None = None
+        self._online = threading.Event()  # set while connected
         # Live-update subscriptions: scope key -> the capabilities subscribed (by identity,
         # held weakly: collecting the last one ends the subscription).
         self._subscribed: dict[str, dict[int, weakref.ref[Capability]]] = {}
@@ -171,6 +213,16 @@ class AsyncClient:
     def connected(self) -> bool:
         return self._ws is not None and self._closed_reason is None
 
+    @property
+    def session_id(self) -> str | None:
+        """This connection's session id (``server.get_session_id()`` on the server)."""
+        return None if self.session_token is None else session_id(self.session_token)
+
+    def _new_connection(self) -> Connection:
+        return Connection(
+            Role.CLIENT, registry=self.registry, limits=self.limits, capabilities=self.wire
+        )
+
     async def connect(self) -> AsyncClient:
         """Connects and authenticates.
 
@@ -179,23 +231,36 @@ class AsyncClient:
             PermissionDenied: the key was refused, or functions would be registered
                 without the uplink key.
         """
-        loop = self._loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        await self._open()
+        return self
+
+    async def _open(self) -> None:
+        """Opens a transport, authenticates (with the session token, if any), registers."""
+        loop = asyncio.get_running_loop()
         self._auth = loop.create_future()
+        self._epoch += 1
+        lost = functools.partial(self._lost_transport, self._epoch)
         try:
             async with asyncio.timeout(self.open_timeout):
                 max_size = self.limits.max_frame_bytes + FRAME_SLACK
                 if urlsplit(self.url).scheme == TCP_SCHEME:
-                    self._ws = await open_tcp(
-                        self.url, max_size, self._receive, self._lost, self._broken
+                    ws: WebSocket | FramedStream = await open_tcp(
+                        self.url, max_size, self._receive, lost, self._broken
                     )
-                    self.connection.compact = True  # only Tether serves this path
+                    compact = True  # only Tether serves this path
                 else:
-                    self._ws, subprotocol = await open_websocket(
-                        self.url, [SUBPROTOCOL], max_size, self._receive, self._lost
+                    ws, subprotocol = await open_websocket(
+                        self.url, [SUBPROTOCOL], max_size, self._receive, lost
                     )
-                    self.connection.compact = subprotocol == SUBPROTOCOL
+                    compact = subprotocol == SUBPROTOCOL
                 with self._guard:
-                    self.connection.send_hello(self.key)
+                    self._ws = ws
+                    self._closed_reason = None
+                    self.connection.compact = compact
+                    extra = {} if self.session_token is None else {"session": self.session_token}
+                    self.connection.send_hello(self.key, **extra)
                     self._flush_locked()
                 await self._auth
             with self._guard:
@@ -209,7 +274,59 @@ class AsyncClient:
         except BaseException:
             await self._abort()
             raise
-        return self
+        if self.connected:
+            self._online.set()
+
+    def _lost_transport(self, epoch: int, reason: str) -> None:
+        if epoch == self._epoch:
+            self._lost(reason)
+
+    async def _reconnect_forever(self) -> bool:
+        """After a drop: reconnect with backoff until it works (True), the server refuses
+        this client (False) or :meth:`close`."""
+        delay = self.reconnect_delay
+        attempt = 0
+        while not self._closing:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            if self._closing:
+                return False
+            attempt += 1
+            with self._guard:
+                self.connection = self._new_connection()
+            try:
+                await self._open()
+            except AppOfflineError as exc:
+                log.info("reconnect attempt %d failed: %s", attempt, exc)
+                delay = min(delay * 2, self.max_reconnect_delay)
+                continue
+            except PermissionDenied as exc:
+                log.error("the server refused to reconnect this client: %s", exc)
+                return False
+            log.info("reconnected to %s after %d attempt(s)", self.url, attempt)
+            self._resubscribe()
+            return True
+        return False
+
+    def _resubscribe(self) -> None:
+        """The server forgot this connection's subscriptions with the old one: renew them."""
+        for holders in list(self._subscribed.values()):
+            cap = next((c for c in (ref() for ref in holders.values()) if c is not None), None)
+            if cap is not None:
+                future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+                future.add_done_callback(_log_failure)
+                self.start_call(SUBSCRIBE, (cap,), {}, future)
+
+    async def wait_online(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Waits until connected (after a drop, until reconnected); False on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not self.connected:
+                    if self._closing:
+                        return False
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            return False
+        return True
 
     def _adopt_server_limits(self, limits: object) -> None:
         """Sends no frame larger than the server accepts (from its auth reply)."""
@@ -231,7 +348,8 @@ class AsyncClient:
             )
         for name in names:
             self.connection.send_register(name)
-        self.functions.listeners.append(self._on_new_function)
+        if self._on_new_function not in self.functions.listeners:
+            self.functions.listeners.append(self._on_new_function)
 
     def _on_new_function(self, entry: ServerFunction) -> None:
         if not self.trusted:
@@ -250,6 +368,10 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Closes the connection; calls still waiting fail with AppOfflineError."""
+        self._closing = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            self._reconnecting = None
         if self._on_new_function in self.functions.listeners:
             self.functions.listeners.remove(self._on_new_function)
         if self._ws is not None:
@@ -264,9 +386,17 @@ class AsyncClient:
             await self._ws.close(wait=1.0)
 
     async def wait_closed(self) -> None:
-        """Waits until the connection ends."""
-        if self._ws is not None:
+        """Waits until the connection ends for good (reconnects included)."""
+        while self._ws is not None:
             await asyncio.shield(self._ws.closed)
+            await asyncio.sleep(0)  # let the loss start reconnecting
+            task = self._reconnecting
+            if self._closing or (task is None and not self.connected):
+                return
+            if task is not None:
+                await asyncio.shield(task)  # ends when reconnected, or when it gave up
+                if not self.connected:
+                    return
 
     async def __aenter__(self) -> AsyncClient:
         return await self.connect()
@@ -285,8 +415,13 @@ class AsyncClient:
             AppOfflineError: not connected, or the connection was lost during the call.
         """
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self.start_call(name, args, kwargs, future)
+        self.start_call(name, args, kwargs, future, self._timeout())
         return await future
+
+    def _timeout(self) -> float | None:
+        """The deadline of a call made here now: ``server.call_timeout``, else the default."""
+        timeout = call_timeout.get()
+        return self.call_timeout if timeout is None else timeout
 
     def call_threadsafe(
         self, name: str, args: tuple[object, ...], kwargs: dict[str, object]
@@ -294,7 +429,9 @@ class AsyncClient:
         """Starts a call from any thread but the loop's; the future gets the result."""
         assert self._loop is not None, "not connected"
         future: concurrent.futures.Future[object] = concurrent.futures.Future()
-        self._loop.call_soon_threadsafe(self.start_call, name, args, kwargs, future)
+        self._loop.call_soon_threadsafe(
+            self.start_call, name, args, kwargs, future, self._timeout()
+        )
         return future
 
     def call_blocking(
@@ -306,17 +443,23 @@ class AsyncClient:
         """
         assert self._loop is not None, "not connected"
         waiter = Waiter()
+        timeout = self._timeout()
         if self._ws is not None and self._ws.threadsafe_send:
-            self.start_call(name, args, kwargs, waiter)
+            self.start_call(name, args, kwargs, waiter, timeout)
         else:
-            self._loop.call_soon_threadsafe(self.start_call, name, args, kwargs, waiter)
+            self._loop.call_soon_threadsafe(self.start_call, name, args, kwargs, waiter, timeout)
         return waiter.result()
 
     def start_call(
-        self, name: str, args: tuple[object, ...], kwargs: dict[str, object], future: AnyFuture
+        self,
+        name: str,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        future: AnyFuture,
+        timeout: float | None = None,
     ) -> None:
         """Sends the CALL (on the loop, or any thread on the TCP path); ``future`` gets the
-        result or the error."""
+        result or the error (``TimeoutError`` after ``timeout`` seconds)."""
         with self._guard:
             if not self.connected:
                 error: BaseException = AppOfflineError(
@@ -330,8 +473,30 @@ class AsyncClient:
                 else:
                     self._pending[call_id] = future
                     self._flush_locked()
+                    if timeout is not None:
+                        self._arm_timeout(call_id, name, future, timeout)
                     return
         future.set_exception(error)
+
+    def _arm_timeout(self, call_id: str, name: str, future: AnyFuture, timeout: float) -> None:
+        loop = self._loop
+        assert loop is not None
+        expire = functools.partial(self._time_out, call_id, name, future, timeout)
+        if on_loop(loop):
+            loop.call_later(timeout, expire)
+        else:
+            loop.call_soon_threadsafe(loop.call_later, timeout, expire)
+
+    def _time_out(self, call_id: str, name: str, future: AnyFuture, timeout: float) -> None:
+        with self._guard:
+            if self._pending.get(call_id) is not future:
+                return  # answered (or failed) in time
+            del self._pending[call_id]
+            self.connection.abandon(call_id)
+        if not future.done():
+            future.set_exception(
+                CallTimeoutError(f"call to {name!r} got no answer within {timeout:g} s")
+            )
 
     # -- live updates -------------------------------------------------------------------
 
@@ -361,6 +526,13 @@ class AsyncClient:
             del self._subscribed[cap._key]
             if self.connected:
                 await self.call(UNSUBSCRIBE, cap._key)
+
+    async def reset_session(self) -> None:
+        """Starts a fresh, empty session for this connection (after SessionExpiredError,
+        or to log out): later calls, and reconnects, use it."""
+        token = await self.call(RESET_SESSION)
+        if type(token) is str:
+            self.session_token = token
 
     async def invalidate_client_objects(self) -> None:
         """Invalidates every capability the server signed for this client's session (and
@@ -394,6 +566,10 @@ class AsyncClient:
                 self.start_call(UNSUBSCRIBE, (key,), {}, future)
 
     def _apply_push(self, push: Push) -> None:
+        if push.key == SESSION_PUSH:
+            if type(push.update) is str:
+                self.session_token = push.update  # the server reset this session
+            return
         if push.error is not None:
             log.error("could not read a live update for %s: %s", push.key, push.error)
             return
@@ -464,6 +640,9 @@ class AsyncClient:
             elif type(event) is Authenticated:
                 self.trusted = event.priv == "uplink"
                 self._adopt_server_limits(event.extra.get("limits"))
+                token = event.extra.get("session")
+                if type(token) is str:
+                    self.session_token = token
                 if self._auth is not None and not self._auth.done():
                     self._auth.set_result(None)
             elif type(event) is AuthFailed:
@@ -480,17 +659,42 @@ class AsyncClient:
         self._lost(f"the server broke the protocol: {error}")
 
     def _lost(self, reason: str) -> None:
+        """The connection ended: what waits on it fails with AppOfflineError, and unless
+        :meth:`close` ended it, reconnecting starts."""
+        self._online.clear()
         with self._guard:
+            was_open = self._closed_reason is None and self._auth is not None and self._auth.done()
             if self._closed_reason is None:
                 self._closed_reason = reason
             self.connection.receive_close()
             pending, self._pending = self._pending, {}
-            self._subscribed.clear()
+            if self._closing or not self.reconnect:
+                self._subscribed.clear()
         if self._auth is not None and not self._auth.done():
             self._auth.set_exception(AppOfflineError(reason))
         for future in pending.values():
             if not future.done():
-                future.set_exception(AppOfflineError(reason))
+                future.set_exception(
+                    AppOfflineError(f"the connection to the server was lost: {reason}")
+                )
+        if was_open and self.reconnect and not self._closing and self._reconnecting is None:
+            log.warning("lost the connection to %s (%s): reconnecting", self.url, reason)
+            self._start_reconnecting()
+
+    def _reconnected(self, task: asyncio.Task[bool]) -> None:
+        if self._reconnecting is not task:
+            return
+        self._reconnecting = None
+        if task.cancelled() or task.exception() is not None or not task.result():
+            return  # closed, or the server refused this client
+        if not self._closing and not self.connected:  # lost again at once: go on
+            self._start_reconnecting()
+
+    def _start_reconnecting(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            self._reconnecting = loop.create_task(self._reconnect_forever())
+            self._reconnecting.add_done_callback(self._reconnected)
 
     # -- calls from the server ----------------------------------------------------------
 
@@ -549,6 +753,11 @@ class AsyncClient:
             )
             self.connection.send_error(call.id, error)
         self._flush_locked()
+
+
+def _log_failure(future: asyncio.Future[object]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("renewing a live-update subscription failed: %s", future.exception())
 
 
 def _ignore(future: asyncio.Future[object]) -> None:

@@ -64,6 +64,19 @@ class Client:
         """Calls from a coroutine on another loop, without blocking that loop."""
         return await asyncio.wrap_future(self.aio.call_threadsafe(name, args, kwargs))
 
+    @property
+    def session_id(self) -> str | None:
+        """This connection's session id; see :attr:`AsyncClient.session_id`."""
+        return self.aio.session_id
+
+    def reset_session(self) -> None:
+        """A fresh session; see :meth:`AsyncClient.reset_session`."""
+        self._run(self.aio.reset_session())
+
+    def wait_online(self, timeout: float | None = None) -> bool:
+        """Blocks until connected (reconnected); False on timeout."""
+        return bool(self._run(self.aio.wait_online(timeout)))
+
     def subscribe(self, cap: Capability) -> None:
         """Live updates for ``cap``'s scope; see :meth:`AsyncClient.subscribe`."""
         self._run(self.aio.subscribe(cap))

@@ -5,6 +5,8 @@ from tether.protocol.connection import (
     INVALIDATE,
     PRIVATE,
     PROTOCOL_VERSION,
+    RESET_SESSION,
+    SESSION_PUSH,
     SUBPROTOCOL,
     SUBSCRIBE,
     UNSUBSCRIBE,
@@ -12,6 +14,7 @@ from tether.protocol.connection import (
     Frame,
     Role,
     State,
+    session_id,
 )
 from tether.protocol.events import (
     Authenticated,
@@ -31,6 +34,8 @@ __all__ = [
     "INVALIDATE",
     "PRIVATE",
     "PROTOCOL_VERSION",
+    "RESET_SESSION",
+    "SESSION_PUSH",
     "SUBPROTOCOL",
     "SUBSCRIBE",
     "UNSUBSCRIBE",
@@ -48,4 +53,5 @@ __all__ = [
     "Response",
     "Role",
     "State",
+    "session_id",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 import gc
+import hashlib
 import itertools
 import os
 from collections.abc import Callable, Mapping
@@ -55,6 +56,8 @@ __all__ = [
     "INVALIDATE",
     "PRIVATE",
     "PROTOCOL_VERSION",
+    "RESET_SESSION",
+    "SESSION_PUSH",
     "SUBPROTOCOL",
     "SUBSCRIBE",
     "UNSUBSCRIBE",
@@ -62,6 +65,7 @@ __all__ = [
     "Frame",
     "Role",
     "State",
+    "session_id",
 ]
 
 PROTOCOL_VERSION = 8
@@ -75,6 +79,19 @@ PRIVATE = "tether.private."
 SUBSCRIBE = PRIVATE + "subscribe"
 UNSUBSCRIBE = PRIVATE + "unsubscribe"
 INVALIDATE = PRIVATE + "invalidate_client_objects"
+RESET_SESSION = PRIVATE + "reset_session"
+"""Starts a fresh session for this connection; answers the new session token."""
+SESSION_PUSH = PRIVATE + "session"
+"""The key of a PUSH that carries this connection's new session token (after the
+server's ``reset_session()``): the client presents it when it reconnects."""
+
+
+def session_id(token: str) -> str:
+    """The public id of the session a token opens (``get_session_id()``): a hash, so
+    showing the id never gives away the token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
 MAX_ID_LENGTH = 128
 
 Frame = str | bytes
@@ -349,7 +366,8 @@ class Connection:
             if (key is not None and type(key) is not str) or type(version) is not int:
                 raise RemoteProtocolError("first frame must be {'key': str, 'v': int}")
             self.state = State.AUTHENTICATING
-            self._events.append(Hello(key, version))
+            extra = {k: v for k, v in message.items() if k not in ("key", "v")}
+            self._events.append(Hello(key, version, extra))
         elif kind is None and self.role is Role.CLIENT and "auth" in message:
             if self.state is not State.AUTHENTICATING:
                 raise RemoteProtocolError("unexpected auth reply")

@@ -27,6 +27,8 @@ class Hello:
 
     key: str | None
     version: int
+    extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+    """The frame's other fields (a Tether client's ``session`` token)."""
 
 
 @dataclass(frozen=True, slots=True)

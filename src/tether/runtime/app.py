@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,7 +14,9 @@ from starlette.applications import Starlette
 from tether.errors import FrameTooLarge, RemoteProtocolError
 from tether.protocol import SUBPROTOCOL, Frame
 from tether.runtime.dispatcher import Dispatcher, ServerOptions
+from tether.runtime.network import GeoIP, TrustedProxies
 from tether.runtime.peer import Peer
+from tether.runtime.sessions import COOKIE, DEFAULT_TIMEOUT, SessionSlot
 from tether.runtime.tcp import TcpListener
 
 __all__ = ["TetherApp", "create_app"]
@@ -29,6 +32,8 @@ WEBSOCKET_PATHS = {"/_/ws": "tether", "/_/uplink": "uplink"}
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+NO_SESSION_PREFIX = "/_/static/"
+"""Static assets need no session (and must stay cacheable)."""
 
 
 class TetherApp:
@@ -37,6 +42,8 @@ class TetherApp:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.dispatcher = Dispatcher(options)
+        self.proxies = TrustedProxies(options.trusted_proxies)
+        self.geoip = GeoIP(options.geoip) if options.geoip else None
         self.http = Starlette()
         self.tcp: TcpListener | None = None
         self.tcp_address: tuple[str, int] | None = None
@@ -47,23 +54,84 @@ class TetherApp:
         if kind == "websocket":
             dialect = WEBSOCKET_PATHS.get(scope["path"])
             if dialect is not None:
-                self.dispatcher.start()
+                await self.dispatcher.open()
                 await self._websocket(scope, receive, send, dialect)
                 return
         elif kind == "lifespan":
             await self._lifespan(receive, send)
             return
+        elif kind == "http":
+            await self.dispatcher.open()
+            await self._http(scope, receive, send)
+            return
         await self.http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: SendMessage) -> None:
+        """Every page and endpoint shares the browser's session: a request without a
+        live session cookie gets a new session and the cookie with its answer."""
+        if scope["path"].startswith(NO_SESSION_PREFIX):
+            await self.http(scope, receive, send)
+            return
+        headers = _headers(scope)
+        sessions = self.dispatcher.sessions
+        token = _cookie(headers, COOKIE)
+        slot = None
+        if token is not None:
+            slot = sessions.slot(token)
+            if slot is None:
+                slot = await sessions.resume(token)
+            if slot.session is None:
+                slot = None
+        cookie = None
+        if slot is None:
+            slot = sessions.slot(None)
+            assert slot is not None
+            cookie = self._set_cookie(scope, headers, slot.token)
+        scope["tether.session"] = slot
+
+        async def send_with_cookie(message: Message) -> None:
+            if cookie is not None and message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()), (b"set-cookie", cookie)]
+            await send(message)
+
+        await self.http(scope, receive, send_with_cookie)
+
+    def _set_cookie(self, scope: Scope, headers: dict[bytes, bytes], token: str) -> bytes:
+        cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
+        if self._scheme(scope, headers) in ("https", "wss"):
+            cookie += "; Secure"
+        return cookie.encode()
+
+    def _scheme(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
+        """The scheme the client used: ``X-Forwarded-Proto`` from a trusted proxy wins."""
+        scheme = str(scope.get("scheme", "http"))
+        client = scope.get("client")
+        forwarded = headers.get(b"x-forwarded-proto")
+        if forwarded and client and self.proxies.trusts(client[0]):
+            scheme = forwarded.decode("latin-1").split(",")[0].strip().lower()
+        return scheme
+
+    def client_ip(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
+        """The connection's address, or the client's from a trusted proxy's
+        ``X-Forwarded-For``."""
+        client = scope.get("client")
+        ip = client[0] if client else None
+        forwarded = headers.get(b"x-forwarded-for")
+        if ip is not None and forwarded:
+            ip = self.proxies.client_of(ip, forwarded.decode("latin-1"))
+        return ip
 
     async def _lifespan(self, receive: Receive, send: SendMessage) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.dispatcher.start()
                 try:
+                    await self.dispatcher.open()
                     await self._start_tcp()
-                except OSError as exc:
-                    self.dispatcher.stop()
+                except (OSError, ValueError, sqlite3.Error) as exc:
+                    log.error("cannot start: %s", exc)
+                    await self.dispatcher.close()
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -71,14 +139,15 @@ class TetherApp:
                 if self.tcp is not None:
                     self.tcp.stop()
                     self.tcp = self.tcp_address = None
-                self.dispatcher.stop()
+                await self.dispatcher.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _start_tcp(self) -> None:
         port = self.options.tcp_port
         if port is not None and self.tcp is None:
-            listener = TcpListener(self.dispatcher, self.options.tcp_host, port)
+            locate = self.geoip.locate if self.geoip is not None else None
+            listener = TcpListener(self.dispatcher, self.options.tcp_host, port, locate)
             self.tcp_address = await listener.start()
             self.tcp = listener
             log.info("TCP port for tether:// clients: %s:%d", *self.tcp_address)
@@ -110,7 +179,23 @@ class TetherApp:
             return
         offered = scope.get("subprotocols") or ()
         subprotocol = SUBPROTOCOL if dialect == "tether" and SUBPROTOCOL in offered else None
-        await send({"type": "websocket.accept", "subprotocol": subprotocol})
+        headers = _headers(scope)
+        # A browser (it always sends Origin) shares the session of its cookie with the
+        # page and the HTTP endpoints; without one, it gets a new session and the cookie.
+        browser = dialect == "tether" and b"origin" in headers
+        slot: SessionSlot | None = None
+        accept: dict[str, object] = {"type": "websocket.accept", "subprotocol": subprotocol}
+        if browser:
+            sessions = self.dispatcher.sessions
+            token = _cookie(headers, COOKIE)
+            slot = sessions.slot(token)
+            if slot is None:
+                assert token is not None
+                slot = await sessions.resume(token)
+            if token is None:
+                accept["headers"] = [(b"set-cookie", self._set_cookie(scope, headers, slot.token))]
+        await send(accept)
+        ip = self.client_ip(scope, headers)
 
         async def send_frame(frame: Frame) -> None:
             if type(frame) is str:
@@ -118,13 +203,15 @@ class TetherApp:
             else:
                 await send({"type": "websocket.send", "bytes": frame})
 
-        client = scope.get("client")
         peer = Peer(
             self.dispatcher,
             send_frame,
-            client_ip=client[0] if client else None,
+            client_ip=ip,
             dialect=dialect,
             subprotocol=subprotocol,
+            browser=browser,
+            slot=slot,
+            location=self.geoip.locate(ip) if self.geoip is not None and ip else None,
         )
         code, reason = 1000, ""
         try:
@@ -153,6 +240,22 @@ class TetherApp:
                 log.debug("close failed", exc_info=True)
 
 
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return dict(scope.get("headers") or ())
+
+
+def _cookie(headers: dict[bytes, bytes], name: str) -> str | None:
+    """The value of cookie ``name`` (the first one), if the request carries it."""
+    raw = headers.get(b"cookie")
+    if not raw:
+        return None
+    for part in raw.decode("latin-1").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name and value:
+            return value
+    return None
+
+
 def _frame_of(message: Message) -> Frame:
     text = message.get("text")
     if text is not None:
@@ -173,6 +276,10 @@ def create_app(
     tcp_host: str = "127.0.0.1",
     secret: bytes | str | None = None,
     data_dir: str | None = None,
+    store: str | None = None,
+    session_timeout: float = DEFAULT_TIMEOUT,
+    trusted_proxies: tuple[str, ...] | list[str] = (),
+    geoip: str | None = None,
 ) -> TetherApp:
     """Returns the ASGI application serving the functions registered in this process.
 
@@ -188,9 +295,17 @@ def create_app(
             (``tether://HOST:PORT``; 0 picks a free one), started with the ASGI lifespan.
         tcp_host: the interface of the TCP port.
         secret: the secret that signs capabilities (16 bytes or more). None reads
-            ``TETHER_SECRET``, else the ``secret`` file in ``data_dir`` (made once), else
-            makes a random one for this process.
-        data_dir: the folder where the server keeps its files (the secret).
+            ``TETHER_SECRET``, else the store's (made once and kept there).
+        data_dir: the folder where the server keeps its files: the default store is
+            ``data_dir/tether.db``.
+        store: ``"memory"`` or ``"sqlite:///path"``; None: SQLite in ``data_dir`` when
+            it is given, else memory (gone when the process stops).
+        session_timeout: seconds a session may stay unused before it expires
+            (default 30 minutes).
+        trusted_proxies: reverse proxies (addresses or networks) whose
+            ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed.
+        geoip: a MaxMind GeoIP2/GeoLite2 City ``.mmdb`` file: ``context.client.location``
+            (needs ``pip install tether[geoip]``).
 
     Run it under any ASGI server (``uvicorn``) or mount it in Starlette/FastAPI.
     """
@@ -210,5 +325,9 @@ def create_app(
         tcp_port=tcp_port,
         secret=secret,
         data_dir=data_dir,
+        store=store,
+        session_timeout=session_timeout,
+        trusted_proxies=tuple(trusted_proxies),
+        geoip=geoip,
     )
     return TetherApp(options)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from tether.codec import Limits
+from tether.runtime.sessions import DEFAULT_TIMEOUT
 
 __all__ = ["main"]
 
@@ -48,8 +49,27 @@ def main() -> None:
 @click.option(
     "--data-dir",
     envvar="TETHER_DATA_DIR",
-    help="Where the server keeps its files (the capability secret) [default: APP/.tether].",
+    help="Where the server keeps its files (the default store) [default: APP/.tether].",
 )
+@click.option(
+    "--store",
+    envvar="TETHER_STORE",
+    help="Where sessions and the secret live: memory or sqlite:///path"
+    " [default: sqlite in the data dir].",
+)
+@click.option(
+    "--session-timeout",
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a session may stay unused before it expires.",
+)
+@click.option(
+    "--trusted-proxy",
+    multiple=True,
+    help="A reverse proxy (address or network) whose X-Forwarded-For is believed.",
+)
+@click.option("--geoip", help="A GeoIP2/GeoLite2 City .mmdb file for context.client.location.")
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     app: str,
@@ -67,6 +87,10 @@ def serve(
     max_int_digits: int,
     max_media_bytes: int,
     data_dir: str | None,
+    store: str | None,
+    session_timeout: float,
+    trusted_proxy: tuple[str, ...],
+    geoip: str | None,
     log_level: str,
 ) -> None:
     """Serve APP: a module name, a package, a .py file, or a folder holding app.py."""
@@ -88,12 +112,19 @@ def serve(
             tcp_host=host,
             tcp_port=tcp_port,
             data_dir=data_dir or str(default_data_dir(app)),
+            store=store,
+            session_timeout=session_timeout,
+            trusted_proxies=trusted_proxy,
+            geoip=geoip,
         )
     except (ImportError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     trust = "uplink key set" if uplink_key else "no uplink key: no client is trusted"
     tcp = f", tether://{host}:{tcp_port}" if tcp_port is not None else ""
     click.echo(f"Tether serving {app} on http://{host}:{port}{tcp} (WebSocket /_/ws; {trust})")
+    click.echo(
+        f"Store: {asgi.dispatcher.store.url}; sessions expire after {session_timeout:g} s idle"
+    )
     sys.stdout.flush()
     serve_forever(asgi, host, port, log_level=log_level)
 

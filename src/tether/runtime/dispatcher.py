@@ -12,7 +12,7 @@ import contextvars
 import functools
 import logging
 import re
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,10 +27,12 @@ from tether.codec.capability import (
     collect_updates,
     set_publisher,
 )
-from tether.context import CallContext, CallState, ClientInfo, StackFrame, current_call
+from tether.context import CallContext, CallState, ClientInfo, Session, StackFrame, current_call
 from tether.errors import PermissionDenied
 from tether.functions import FunctionRegistry, ServerFunction, function_registry, missing_function
-from tether.runtime.secret import load_secret
+from tether.runtime.secret import configured_secret, load_secret
+from tether.runtime.sessions import DEFAULT_TIMEOUT, SessionManager
+from tether.runtime.stores import open_store
 from tether.runtime.updates import hub, on_loop
 
 if TYPE_CHECKING:
@@ -58,8 +60,15 @@ class ServerOptions:
         tcp_host, tcp_port: where to listen for ``tether://`` clients (raw TCP, Python
             peers only); None for no TCP port, 0 for a free one.
         secret: signs capabilities (at least 16 bytes); None reads ``TETHER_SECRET``,
-            else the ``secret`` file of ``data_dir`` (made once), else a random one.
-        data_dir: where the server keeps its files (``tether serve``: ``APP/.tether``).
+            else the store's (made once and kept there).
+        data_dir: where the server keeps its files (``tether serve``: ``APP/.tether``);
+            the default store is ``data_dir/tether.db``.
+        store: ``memory`` or ``sqlite:///path``; None: SQLite in ``data_dir`` when there
+            is one, else memory.
+        session_timeout: seconds a session may stay unused before it expires.
+        trusted_proxies: addresses (or networks) of reverse proxies whose
+            ``X-Forwarded-For`` gives the client's address.
+        geoip: a MaxMind ``.mmdb`` database that gives ``context.client.location``.
     """
 
     uplink_key: str | None = None
@@ -74,6 +83,10 @@ class ServerOptions:
     tcp_port: int | None = None
     secret: bytes | str | None = field(default=None, repr=False)
     data_dir: str | None = None
+    store: str | None = None
+    session_timeout: float = DEFAULT_TIMEOUT
+    trusted_proxies: tuple[str, ...] = ()
+    geoip: str | None = None
 
 
 class Dispatcher:
@@ -90,7 +103,13 @@ class Dispatcher:
         self.functions = functions
         self.registry = registry
         self.limits = options.limits
-        self.signer = Signer(load_secret(options.secret, options.data_dir))
+        configured_secret(options.secret)  # a bad one fails here, before serving
+        self.store = open_store(options.store, options.data_dir)
+        self.sessions = SessionManager(
+            self.store, registry, options.limits, timeout=options.session_timeout
+        )
+        self._signer: Signer | None = None
+        self._opened: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._pool: CallPool | None = None
         self._peer_exact: dict[str, list[Peer]] = {}
@@ -98,6 +117,41 @@ class Dispatcher:
         self.caller = ServerCaller(self)
 
     # -- lifetime -----------------------------------------------------------------------
+
+    @property
+    def signer(self) -> Signer:
+        assert self._signer is not None, "the server is not open yet"
+        return self._signer
+
+    async def open(self) -> None:
+        """Starts on the running loop and opens the store (idempotent; concurrent callers
+        wait for the first): at lifespan start or the first connection.
+
+        Raises:
+            sqlite3.Error, OSError, ValueError: the store cannot be opened.
+        """
+        if self._opened is None:
+            self._opened = asyncio.get_running_loop().create_future()
+            try:
+                self.start()
+                await self.store.open()
+                self._signer = Signer(await load_secret(self.options.secret, self.store))
+                await self.sessions.open(self._signer)
+            except BaseException as exc:
+                self._opened.set_exception(exc)
+                self._opened.exception()  # retrieved: raised below
+                self._opened = None
+                raise
+            self._opened.set_result(None)
+        await asyncio.shield(self._opened)
+
+    async def close(self) -> None:
+        """Closes the store and stops (lifespan shutdown)."""
+        if self._opened is not None and self._opened.done():
+            await self.sessions.close()
+            await self.store.close()
+        self._opened = None
+        self.stop()
 
     def start(self) -> None:
         """Binds to the running loop (idempotent): at lifespan start or first connection."""
@@ -170,23 +224,29 @@ class Dispatcher:
         done: Done,
         *,
         in_thread: bool = False,
+        owns_session: bool = False,
     ) -> None:
         """Starts a local function for a call: async ones as a task, sync ones in the pool.
 
         ``done(result, error)`` runs on the loop when it ends; with ``in_thread``, a sync
-        function's ``done`` runs on the worker thread that ran it instead.
+        function's ``done`` runs on the worker thread that ran it instead. With
+        ``owns_session``, the changes to ``server.session`` are saved before ``done``.
 
         Raises:
             PermissionDenied: ``require_user`` refused the call; nothing ran.
         """
         assert self.loop is not None
-        check_user(target)
         ctx = contextvars.copy_context()
         ctx.run(current_call.set, state)
+        ctx.run(check_user, target)
+        session = state.session if owns_session else None
         if not target.is_async:
-            self.pool.submit(ctx, target.fn, args, kwargs, done, in_thread=in_thread)
+            fn = target.fn if session is None else functools.partial(_saving, target.fn, session)
+            self.pool.submit(ctx, fn, args, kwargs, done, in_thread=in_thread)
             return
         coroutine: Coroutine[object, object, object] = target.fn(*args, **kwargs)  # type: ignore[assignment]
+        if session is not None:
+            coroutine = _saving_async(coroutine, session)
         task = self.loop.create_task(coroutine, context=ctx)
         task.add_done_callback(functools.partial(_report, done))
 
@@ -201,6 +261,23 @@ class Dispatcher:
             self.start_local(target, args, kwargs, state, functools.partial(_settle, future))
             return await future
         return await target.call_peer(name, args, kwargs, state)
+
+
+def _saving(
+    fn: Callable[..., object], session: Session, *args: object, **kwargs: object
+) -> object:
+    """Runs a sync function, then saves what it changed in the session (even if it raised)."""
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        session.save_blocking()
+
+
+async def _saving_async(coroutine: Coroutine[object, object, object], session: Session) -> object:
+    try:
+        return await coroutine
+    finally:
+        await session.save()
 
 
 def _report(done: Done, task: asyncio.Task[object]) -> None:
@@ -243,16 +320,23 @@ def nested_state(outer: CallState | None, caller: ServerCaller) -> CallState:
         remote_caller=StackFrame("server_module", True),
         background_task_id=outer.context.background_task_id if outer is not None else None,
     )
-    return CallState(context, caller, cap_session=outer.cap_session if outer is not None else None)
+    if outer is None:
+        return CallState(context, caller)
+    return CallState(context, caller, cap_session=outer.cap_session, session=outer.session)
 
 
 def invalidate_session(session: CapabilitySession | None) -> None:
     """``server.invalidate_client_objects()``: the capabilities signed for this session
-    turn invalid, and its live subscriptions end. Trusted peers (no session) are unaffected."""
+    turn invalid (for good: the store keeps the generation), and its live subscriptions
+    end. Trusted peers (no session) are unaffected."""
     if session is None or session.id is None:
         return
     session.generation += 1
     hub.drop_session(session)
+    from tether import _current
+
+    for dispatcher in _current.dispatchers:
+        dispatcher.sessions.invalidated(session)
 
 
 _LOCAL_WIRE = LocalWire()
@@ -313,9 +397,9 @@ class ServerCaller:
         state = nested_state(current_call.get(), self)
         target = dispatcher.require(name)
         if isinstance(target, ServerFunction) and not target.is_async:
-            check_user(target)
             ctx = contextvars.copy_context()
             ctx.run(current_call.set, state)
+            ctx.run(check_user, target)
             result = ctx.run(target.fn, *copied_args, **copied_kwargs)
         else:
             future = asyncio.run_coroutine_threadsafe(

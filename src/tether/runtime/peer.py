@@ -23,7 +23,7 @@ from tether.codec.capability import (
     apply_updates,
     collect_updates,
 )
-from tether.context import CallContext, CallState, ClientInfo, StackFrame
+from tether.context import CallContext, CallState, ClientInfo, Location, StackFrame
 from tether.errors import (
     PermissionDenied,
     SerializationError,
@@ -34,6 +34,8 @@ from tether.functions import ServerFunction, missing_function
 from tether.protocol import (
     INVALIDATE,
     PRIVATE,
+    RESET_SESSION,
+    SESSION_PUSH,
     SUBPROTOCOL,
     SUBSCRIBE,
     UNSUBSCRIBE,
@@ -48,7 +50,8 @@ from tether.protocol import (
     Role,
 )
 from tether.runtime.dispatcher import Dispatcher, _report, invalidate_session
-from tether.runtime.updates import hub
+from tether.runtime.sessions import CallSession, SessionSlot
+from tether.runtime.updates import hub, on_loop
 
 __all__ = ["Peer"]
 
@@ -59,6 +62,8 @@ Write = Callable[[Frame], None]
 Settle = tuple[asyncio.Future[object], Response | Failure]
 
 ANVIL_INVALIDATE = "anvil.private.invalidate_client_objects"  # what anvil-uplink calls
+MAX_TOKEN = 256
+"""Longest session token read from a hello (Tether's are 43 characters)."""
 
 
 class Peer:
@@ -77,9 +82,16 @@ class Peer:
         client_ip: str | None,
         dialect: str,
         subprotocol: str | None = None,
+        browser: bool = False,
+        slot: SessionSlot | None = None,
+        location: Location | None = None,
     ) -> None:
         self.dispatcher = dispatcher
-        # Until sessions exist, each untrusted connection is its own capability session.
+        self.browser = browser
+        self.location = location
+        self.slot = slot
+        """Which session this connection's calls use (set at the handshake)."""
+        # Whom capabilities are signed for: the session's, once the handshake found it.
         self.cap_session = CapabilitySession(os.urandom(16))
         self.wire = SigningWire(dispatcher.signer, self.cap_session)
         self.connection = Connection(
@@ -101,6 +113,7 @@ class Peer:
         self.closed = False
         self.close_reason: str | None = None
         self._pending: dict[str, asyncio.Future[object]] = {}
+        self._resuming: asyncio.Task[None] | None = None
         self.context: CallContext | None = None
 
     # -- frames -------------------------------------------------------------------------
@@ -193,15 +206,54 @@ class Peer:
             self.connection.reject("Incorrect uplink key")
             self.close_reason = "incorrect key"
             return
-        client_type = "uplink"
         if self.trusted:  # trusted peers sign and mint as server code does: no session
             self.cap_session = self.wire.session = CapabilitySession(None)
             self.wire.trusted = True
+        caller = "browser" if self.browser else "uplink" if self.trusted else "client_uplink"
         self.context = CallContext(
-            type="uplink" if self.trusted else "client",
-            client=ClientInfo(client_type, self.client_ip),
-            remote_caller=StackFrame("uplink" if self.trusted else "client_uplink", self.trusted),
+            type="server_module",
+            client=ClientInfo(
+                "browser" if self.browser else "uplink", self.client_ip, self.location
+            ),
+            remote_caller=StackFrame(caller, self.trusted),
         )
+        if self.slot is not None:  # a browser: the cookie chose it
+            self._accept_locked(self.slot)
+            return
+        token = hello.extra.get("session") if self.dialect == "tether" else None
+        if not (type(token) is str and 0 < len(token) <= MAX_TOKEN):
+            token = None
+        sessions = self.dispatcher.sessions
+        slot = sessions.slot(token)
+        if slot is not None:
+            self._accept_locked(slot)
+            return
+        assert token is not None
+        task = asyncio.get_running_loop().create_task(self._resume(token))
+        self._resuming = task  # held until done
+
+    async def _resume(self, token: str) -> None:
+        """The client presented a session token this process does not hold: ask the store."""
+        sessions = self.dispatcher.sessions
+        try:
+            slot = await sessions.resume(token)
+        except Exception:
+            log.exception(
+                "could not read session from %s: it counts as expired", sessions.store.url
+            )
+            slot = SessionSlot(sessions, None, token)
+        with self._guard:
+            if self.closed:
+                return
+            self._accept_locked(slot)
+            self._schedule_flush_locked()
+
+    def _accept_locked(self, slot: SessionSlot) -> None:
+        """The key was right and the session is known: answer the hello."""
+        self.slot = slot
+        slot.on_reset = self._session_reset
+        self._bind_session(slot)
+        options = self.dispatcher.options
         extra: dict[str, object] = {}
         if self.dialect == "tether":
             limits = self.dispatcher.limits
@@ -210,12 +262,34 @@ class Peer:
                 "max_depth": limits.max_depth,
                 "max_objects": limits.max_objects,
             }
+            if not self.browser:  # a browser's token stays in its HttpOnly cookie
+                extra["session"] = slot.token
         info: dict[str, object] = {
             "id": options.app_id,
             "branch": "master",
             "environment": {"description": "Tether", "tags": []},
         }
         self.connection.accept("uplink" if self.trusted else "client", info, **extra)
+
+    def _bind_session(self, slot: SessionSlot) -> None:
+        """Capabilities from an untrusted peer are signed for its session."""
+        if not self.trusted and slot.session is not None:
+            self.cap_session = self.wire.session = slot.session.cap
+
+    def _session_reset(self, token: str) -> None:
+        """Server code called ``reset_session()`` (any thread): sign for the new session,
+        and give a Python client its new token (ahead of the call's answer)."""
+        assert self.slot is not None
+        self._bind_session(self.slot)
+        if self.dialect != "tether" or self.browser:
+            return
+        if self.push(SESSION_PUSH, token, {}):
+            loop = self.dispatcher.loop
+            if loop is not None:
+                if on_loop(loop):
+                    self.flush_soon()
+                else:
+                    loop.call_soon_threadsafe(self.flush_soon)
 
     def _register_locked(self, event: Register) -> None:
         if not self.trusted:
@@ -232,21 +306,34 @@ class Peer:
 
     def _start_call_locked(self, call: Call) -> None:
         assert self.context is not None
-        state = CallState(self.context, self.dispatcher.caller, cap_session=self.cap_session)
-        dispatcher = self.dispatcher
-        done = functools.partial(self._finish_call, call)
+        assert self.slot is not None
         if call.command.startswith(PRIVATE) or call.command == ANVIL_INVALIDATE:
             self._builtin_locked(call)
             return
+        dispatcher = self.dispatcher
+        done = functools.partial(self._finish_call, call)
         try:
+            self.slot.check()
+            state = CallState(
+                self.context,
+                dispatcher.caller,
+                cap_session=self.cap_session,
+                session=CallSession(self.slot),
+            )
             target = dispatcher.require(call.command)
             if isinstance(target, ServerFunction):
                 # With ``write``, a worker thread answers the call itself: no hop back.
                 dispatcher.start_local(
-                    target, call.args, call.kwargs, state, done, in_thread=self._write is not None
+                    target,
+                    call.args,
+                    call.kwargs,
+                    state,
+                    done,
+                    in_thread=self._write is not None,
+                    owns_session=True,
                 )
                 return
-        except Exception as exc:  # no such function, or refused before it ran (require_user)
+        except Exception as exc:  # expired, no such function, refused (require_user)
             self._reply_error_locked(call, exc)
             return
         task = asyncio.ensure_future(target.call_peer(call.command, call.args, call.kwargs, state))
@@ -278,7 +365,8 @@ class Peer:
             self._schedule_flush_locked()
 
     def _builtin_locked(self, call: Call) -> None:
-        """Tether's own requests: live-update subscriptions and invalidation."""
+        """Tether's own requests: live-update subscriptions, invalidation, a new session."""
+        result: object = None
         try:
             if call.command == SUBSCRIBE:
                 cap = call.args[0] if len(call.args) == 1 and not call.kwargs else None
@@ -296,12 +384,20 @@ class Peer:
                 hub.unsubscribe(self, key)
             elif call.command in (INVALIDATE, ANVIL_INVALIDATE):
                 invalidate_session(self.cap_session)
+            elif call.command == RESET_SESSION and self.slot is not None:
+                on_reset, self.slot.on_reset = self.slot.on_reset, None
+                try:
+                    self.slot.reset()
+                finally:
+                    self.slot.on_reset = on_reset
+                self._bind_session(self.slot)
+                result = None if self.browser else self.slot.token
             else:
                 raise missing_function(call.command)
         except Exception as exc:
             self._reply_error_locked(call, exc)
             return
-        self.connection.send_response(call.id, None)
+        self.connection.send_response(call.id, result)
         self._schedule_flush_locked()
 
     def _reply_error_locked(self, call: Call, error: BaseException) -> None:

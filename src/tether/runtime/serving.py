@@ -27,6 +27,7 @@ def uvicorn_config(
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         lifespan="on",
+        proxy_headers=False,  # X-Forwarded-For is read only from --trusted-proxy hosts
         log_level=log_level,
         access_log=False,
         **extra,  # type: ignore[arg-type]

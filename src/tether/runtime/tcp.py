@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
+from tether.context import Location
 from tether.errors import RemoteProtocolError
 from tether.protocol import FRAME_SLACK, SUBPROTOCOL, Frame
 from tether.runtime.dispatcher import Dispatcher
@@ -45,6 +47,7 @@ class _PeerStream(FramedStream):
             client_ip=address[0] if isinstance(address, tuple) else None,
             dialect="tether",
             subprotocol=SUBPROTOCOL,
+            location=self.listener.locate(address[0]) if isinstance(address, tuple) else None,
         )
         self.listener.streams.add(self)
         timeout = self.listener.dispatcher.options.handshake_timeout
@@ -82,8 +85,15 @@ class _PeerStream(FramedStream):
 class TcpListener:
     """Accepts TCP connections for one dispatcher, on the running loop."""
 
-    def __init__(self, dispatcher: Dispatcher, host: str, port: int) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        host: str,
+        port: int,
+        locate: Callable[[str], Location | None] | None = None,
+    ) -> None:
         self.dispatcher = dispatcher
+        self.locate = locate or _nowhere
         self.host = host
         self.port = port
         self.streams: set[_PeerStream] = set()
@@ -105,3 +115,7 @@ class TcpListener:
             self._server = None
         for stream in list(self.streams):
             stream.abort()
+
+
+def _nowhere(ip: str) -> Location | None:
+    return None
