@@ -198,7 +198,7 @@ class AsyncClient:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._threads = threads
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed_reason: str | None = None
+        self._closed_reason: str | None = "not connected yet"
         self._closing = False  # close() was called: do not reconnect
         self._epoch = 0  # which transport is current (a late loss of an old one is moot)
         self._reconnecting: asyncio.Task[bool] | None = None
@@ -257,7 +257,6 @@ class AsyncClient:
                     compact = subprotocol == SUBPROTOCOL
                 with self._guard:
                     self._ws = ws
-                    self._closed_reason = None
                     self.connection.compact = compact
                     extra = {} if self.session_token is None else {"session": self.session_token}
                     self.connection.send_hello(self.key, **extra)
@@ -369,9 +368,11 @@ class AsyncClient:
     async def close(self) -> None:
         """Closes the connection; calls still waiting fail with AppOfflineError."""
         self._closing = True
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            self._reconnecting = None
+        reconnecting, self._reconnecting = self._reconnecting, None
+        if reconnecting is not None and reconnecting is not asyncio.current_task():
+            reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconnecting
         if self._on_new_function in self.functions.listeners:
             self.functions.listeners.remove(self._on_new_function)
         if self._ws is not None:
@@ -468,7 +469,7 @@ class AsyncClient:
             else:
                 try:
                     call_id = self.connection.send_call(name, args, kwargs)
-                except SerializationError as exc:
+                except Exception as exc:  # SerializationError; never leave the caller waiting
                     error = exc
                 else:
                     self._pending[call_id] = future
@@ -638,6 +639,7 @@ class AsyncClient:
             elif type(event) is Call:
                 self._run_local(event)
             elif type(event) is Authenticated:
+                self._closed_reason = None  # connected: calls may go now
                 self.trusted = event.priv == "uplink"
                 self._adopt_server_limits(event.extra.get("limits"))
                 token = event.extra.get("session")

@@ -263,9 +263,7 @@ class Dispatcher:
         return await target.call_peer(name, args, kwargs, state)
 
 
-def _saving(
-    fn: Callable[..., object], session: Session, *args: object, **kwargs: object
-) -> object:
+def _saving(fn: Callable[..., object], session: Session, *args: object, **kwargs: object) -> object:
     """Runs a sync function, then saves what it changed in the session (even if it raised)."""
     try:
         return fn(*args, **kwargs)

@@ -35,6 +35,8 @@ class TrustedProxies:
             address = ipaddress.ip_address(ip)
         except ValueError:
             return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack socket's ::ffff:127.0.0.1
         return any(address in network for network in self.networks)
 
     def client_of(self, peer: str, forwarded_for: str) -> str:
@@ -68,7 +70,7 @@ class GeoIP:
             ) from exc
         try:
             self.reader = maxminddb.open_database(path)
-        except (OSError, maxminddb.InvalidDatabaseError) as exc:
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
             raise ValueError(f"cannot read the GeoIP database {path}: {exc}") from None
 
     def locate(self, ip: str) -> Location | None:

@@ -44,6 +44,9 @@ log = logging.getLogger("tether")
 
 COOKIE = "tether-session"
 """The browser's session cookie."""
+SAVE_TIMEOUT = 60.0
+"""Seconds a sync function's thread waits for its session to be saved (a stopped server
+never answers)."""
 DEFAULT_TIMEOUT = 30 * 60.0
 """Seconds a session may stay unused before it expires."""
 MAX_TOUCH_INTERVAL = 60.0
@@ -300,7 +303,13 @@ class SessionManager:
         """:meth:`save` from a worker thread (a sync server function)."""
         loop = self._loop
         assert loop is not None
-        asyncio.run_coroutine_threadsafe(self.save(session, view), loop).result()
+        work = self.save(session, view)
+        try:
+            future = asyncio.run_coroutine_threadsafe(work, loop)
+        except RuntimeError:  # the loop closed: the server stopped
+            work.close()
+            raise RuntimeError("the server stopped: this call's session changes are lost") from None
+        future.result(SAVE_TIMEOUT)
 
 
 class SessionView(MutableMapping[str, object]):

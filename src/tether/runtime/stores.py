@@ -217,10 +217,10 @@ class SqliteStore(Store):
         try:
             for sql, params in statements:
                 db.execute(sql, params)
+            db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     async def secret(self, fresh: bytes) -> bytes:
         def get_or_put() -> bytes:
@@ -306,10 +306,10 @@ class SqliteStore(Store):
                 count = db.execute(
                     "DELETE FROM sessions WHERE last_seen < ?", (idle_before,)
                 ).rowcount
+                db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
             return count
 
         return await self._run(purge)
@@ -332,7 +332,8 @@ def open_store(url: str | None, data_dir: str | None) -> Store:
         return MemoryStore()
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        if parts.netloc or not parts.path or parts.path == "/":
+        bad = parts.netloc or parts.query or parts.path in ("", "/")
+        if bad or not url.startswith("sqlite:///"):
             raise ValueError(
                 f"bad store URL {url!r}: use sqlite:///relative/path or sqlite:////abs"
             )

@@ -1,0 +1,403 @@
+"""Sessions, call context, users and timeouts, against a real server (both transports)."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import websockets
+from websockets.asyncio.client import connect as ws_connect
+
+import tests.apps.sessions as app
+from tests.conftest import TIMEOUT
+from tether import server, testing
+from tether.client import AsyncClient, Client
+from tether.codec import BlobMedia
+from tether.protocol import session_id
+
+UPLINK_KEY = "sessions-uplink-key"
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[testing.ServerURL]:
+    with testing.serve("tests.apps.sessions", uplink_key=UPLINK_KEY, tcp_port=0) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["ws", "tcp"])
+def url(request: pytest.FixtureRequest, served: testing.ServerURL) -> str:
+    return served if request.param == "ws" else str(served.tcp)
+
+
+# -- server.session -------------------------------------------------------------------
+
+
+async def test_a_session_lasts_across_calls_and_each_client_has_its_own(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as one, AsyncClient(url) as two:
+        sid = await one.call("session_set", "colour", "blue")
+        assert sid == one.session_id
+        assert one.session_token is not None and sid not in one.session_token
+        assert await one.call("session_get", "colour") == "blue"
+        assert await two.call("session_get", "colour") is None
+        assert two.session_id != one.session_id
+        await one.call("session_delete", "colour")
+        assert await one.call("session_keys") == []
+
+
+async def test_the_session_holds_portable_objects_and_changes_made_in_place(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        await client.call("session_add_to_cart", "apple")
+        cart = await client.call("session_add_to_cart", "pear")
+        assert isinstance(cart, app.Cart)
+        assert cart.items == ["apple", "pear"]
+        assert await client.call("session_append", "seen", 1) == [1]
+        assert await client.call("session_append", "seen", 2) == [1, 2]
+        await client.call("session_set_async", "from", "async")
+        assert await client.call("session_get", "from") == "async"
+
+
+async def test_media_and_unserializable_values_are_refused_and_nothing_is_kept(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        with pytest.raises(server.SerializationError, match="cannot store Media"):
+            await client.call("session_set", "file", BlobMedia("text/plain", b"hi"))
+        with pytest.raises(server.SerializationError, match="'weird' in server.session"):
+            await client.call("session_set_unsendable")
+        assert await client.call("session_keys") == []
+
+
+async def test_changes_are_saved_even_when_the_function_raises(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        with pytest.raises(server.RemoteError, match="failed after setting"):
+            await client.call("session_set_then_fail", "attempted", True)
+        assert await client.call("session_get", "attempted") is True
+
+
+async def test_concurrent_calls_changing_different_keys_both_persist(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        await client.call("reset_held")
+        await asyncio.gather(
+            client.call("session_set_together", "a", 1),
+            client.call("session_set_together", "b", 2),
+        )
+        assert await client.call("session_keys") == ["a", "b"]
+
+
+async def test_for_one_key_the_call_that_finishes_last_wins(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        await client.call("reset_held")
+        held = asyncio.ensure_future(client.call("session_set_and_hold", "k", "first"))
+        assert await client.call("wait_held_started")
+        await client.call("session_set", "k", "second")  # finishes first
+        assert await client.call("session_get", "k") == "second"
+        await client.call("release_held")
+        await held
+        assert await client.call("session_get", "k") == "first"
+
+
+async def test_nested_calls_share_the_callers_session_and_client(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        assert await client.call("nested_session_get", "x") == "set by the outer call"
+        both = await client.call("nested_context_of")
+        assert isinstance(both, dict)
+        outer, nested = both["outer"], both["nested"]
+        assert nested["caller"] == "server_module" and nested["trusted"] is True
+        assert nested["session"] == outer["session"] == client.session_id
+        assert (nested["client"], nested["ip"]) == (outer["client"], outer["ip"])
+
+
+async def test_reset_session_in_server_code_moves_the_client_to_a_fresh_session(
+    url: str,
+) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        old = await client.call("session_set", "kept", "no")
+        new = await client.call("reset_and_set", "fresh", "yes")
+        assert new != old
+        assert client.session_id == new  # the new token arrived before the answer
+        assert await client.call("session_keys") == ["fresh"]
+
+
+async def test_a_client_can_reset_its_session(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        old = await client.call("session_set", "a", 1)
+        await client.reset_session()
+        assert client.session_id != old
+        assert await client.call("session_keys") == []
+
+
+# -- expiry ---------------------------------------------------------------------------
+
+
+async def test_an_idle_session_expires_until_the_client_resets_it() -> None:
+    async with asyncio.timeout(TIMEOUT):
+        with testing.serve(session_timeout=0.3) as url:
+            async with AsyncClient(url) as client:
+                old = await client.call("session_set", "a", 1)
+                assert await client.call("session_get", "a") == 1  # use keeps it alive
+                await asyncio.sleep(0.5)
+                for _ in range(2):
+                    with pytest.raises(server.SessionExpiredError, match="reset_session"):
+                        await client.call("session_get", "a")
+                await client.reset_session()
+                assert await client.call("session_keys") == []
+                assert client.session_id != old
+                token = client.session_token
+            await asyncio.sleep(0.5)
+            returning = AsyncClient(url)  # comes back with the token of an expired session
+            returning.session_token = token
+            async with returning:
+                with pytest.raises(server.SessionExpiredError):
+                    await returning.call("session_keys")
+            unknown = AsyncClient(url)  # or of a session the server never made
+            unknown.session_token = "not-a-token-the-server-made"
+            async with unknown:
+                with pytest.raises(server.SessionExpiredError):
+                    await unknown.call("session_keys")
+                await unknown.reset_session()
+                assert await unknown.call("session_keys") == []
+
+
+# -- call context ---------------------------------------------------------------------
+
+
+async def test_the_context_of_a_python_client(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        info = await client.call("context_of")
+    assert info == {
+        "type": "server_module",
+        "client": "uplink",
+        "ip": "127.0.0.1",
+        "location": None,
+        "caller": "client_uplink",
+        "trusted": False,
+        "task": None,
+        "session": client.session_id,
+    }
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url, UPLINK_KEY) as trusted:
+        info = await trusted.call("context_of")
+    assert isinstance(info, dict)
+    assert (info["client"], info["caller"], info["trusted"]) == ("uplink", "uplink", True)
+
+
+async def raw_call(
+    url: str, command: str, headers: dict[str, str] | None = None, cookie: str | None = None
+) -> tuple[object, websockets.Headers]:
+    """One call over a raw WebSocket with the given headers; returns (result, response headers)."""
+    extra = dict(headers or {})
+    if cookie is not None:
+        extra["Cookie"] = cookie
+    ws = url.replace("http://", "ws://") + "/_/ws"
+    async with ws_connect(ws, additional_headers=extra) as sock:
+        await sock.send(orjson.dumps({"key": None, "v": 8}).decode())
+        auth = orjson.loads(await sock.recv())
+        assert auth["auth"] == "OK"
+        call = {"type": "CALL", "id": "c1", "command": command, "args": [], "kwargs": {}}
+        await sock.send(orjson.dumps(call).decode())
+        reply = orjson.loads(await sock.recv())
+        assert sock.response is not None
+        return reply.get("response", reply.get("error")), sock.response.headers
+
+
+async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
+    forwarded = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}
+    async with asyncio.timeout(TIMEOUT):
+        with testing.serve() as url:
+            info, _ = await raw_call(url, "context_of", forwarded)
+            assert isinstance(info, dict) and info["ip"] == "127.0.0.1"
+        with testing.serve(trusted_proxies=["127.0.0.1"]) as url:
+            info, _ = await raw_call(url, "context_of", forwarded)
+            assert isinstance(info, dict) and info["ip"] == "203.0.113.9"
+
+
+def cookie_of(headers: websockets.Headers | dict[str, str]) -> str:
+    value = headers.get("set-cookie") or headers.get("Set-Cookie")
+    assert value is not None, "no Set-Cookie"
+    return str(value)
+
+
+async def test_a_browser_gets_a_session_cookie_that_its_tabs_and_pages_share() -> None:
+    async with asyncio.timeout(TIMEOUT):
+        with testing.serve() as url:
+            origin = {"Origin": url}
+            info, headers = await raw_call(url, "context_of", origin)
+            set_cookie = cookie_of(headers)
+            assert set_cookie.startswith("tether-session=")
+            assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
+            assert "Secure" not in set_cookie  # plain http
+            assert isinstance(info, dict)
+            assert (info["client"], info["caller"], info["trusted"]) == (
+                "browser",
+                "browser",
+                False,
+            )
+            cookie = set_cookie.split(";")[0]
+            again, headers = await raw_call(url, "context_of", origin, cookie=cookie)
+            assert isinstance(again, dict) and again["session"] == info["session"]
+            assert "set-cookie" not in headers  # it already has one
+
+            # A page (any HTTP request) without the cookie gets one; with it, keeps it.
+            reader, writer = await asyncio.open_connection(*url[7:].split(":"))
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            response = (await reader.read()).decode("latin-1")
+            writer.close()
+            found = re.search(r"^set-cookie: (tether-session=([^;]+));", response, re.I | re.M)
+            assert found is not None, response
+            page_cookie, token = found.groups()
+            from_page, _ = await raw_call(url, "context_of", origin, cookie=page_cookie)
+            assert isinstance(from_page, dict) and from_page["session"] == session_id(token)
+            assert from_page["session"] != info["session"]
+
+
+async def test_the_cookie_is_secure_behind_an_https_proxy() -> None:
+    headers = {"Origin": "https://app.example", "X-Forwarded-Proto": "https"}
+    async with asyncio.timeout(TIMEOUT):
+        with testing.serve(
+            trusted_proxies=["127.0.0.1"], allowed_origins=["https://app.example"]
+        ) as url:
+            _, response = await raw_call(url, "context_of", headers)
+            assert "; Secure" in cookie_of(response)
+
+
+# -- users ----------------------------------------------------------------------------
+
+
+async def test_require_user_reads_the_session_user(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        with pytest.raises(server.PermissionDenied, match="requires a logged-in user"):
+            await client.call("whoami")
+        await client.call("login", "bob")
+        assert await client.call("whoami") == "bob"
+        with pytest.raises(server.PermissionDenied, match="this user may not call"):
+            await client.call("admin_only")
+        await client.call("login", "admin")
+        assert await client.call("admin_only") == "welcome, admin"
+        await client.call("logout")
+        with pytest.raises(server.PermissionDenied):
+            await client.call("whoami")
+
+
+async def test_a_user_resolver_replaces_the_session_user(url: str) -> None:
+    server.set_user_resolver(lambda: "admin" if server.session.get("vip") else None)
+    try:
+        async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+            await client.call("login", "bob")  # the resolver ignores "user"
+            with pytest.raises(server.PermissionDenied):
+                await client.call("admin_only")
+            await client.call("session_set", "vip", True)
+            assert await client.call("admin_only") == "welcome, admin"
+    finally:
+        server.set_user_resolver(None)
+
+
+# -- timeouts -------------------------------------------------------------------------
+
+
+async def test_a_client_wide_call_timeout(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url, call_timeout=0.2) as client:
+        with pytest.raises(server.TimeoutError, match="no answer within 0.2 s") as caught:
+            await client.call("sleep_for", 1)
+        assert isinstance(caught.value, builtins.TimeoutError)
+        assert await client.call("session_get", "missing", "still usable") == "still usable"
+        with server.call_timeout(5):
+            assert await client.call("sleep_for", 0.3) == "slept"
+
+
+def test_the_call_timeout_context_manager_in_a_sync_client(served: testing.ServerURL) -> None:
+    with Client(served) as client:
+        with server.call_timeout(0.2), pytest.raises(server.TimeoutError):
+            client.call("sleep_for", 1)
+        assert client.call("sleep_for", 0) == "slept"
+    with pytest.raises(ValueError, match="positive"), server.call_timeout(0):
+        pass
+
+
+def test_the_facade_connect_takes_a_call_timeout(served: testing.ServerURL) -> None:
+    server.connect(served, call_timeout=0.2, register=False)
+    try:
+        with pytest.raises(server.TimeoutError):
+            server.call("sleep_for", 1)
+        with server.call_timeout(5):
+            assert server.call("sleep_for", 0.3) == "slept"
+        sid = server.call("session_set", "who", "facade")
+        assert server.get_session_id() == sid
+        server.reset_session()
+        assert server.get_session_id() != sid
+    finally:
+        server.disconnect()
+
+
+# -- connections that survive a blip --------------------------------------------------
+
+
+def sqlite_app(path: Path) -> object:
+    from tether.runtime.app import create_app
+
+    return create_app(store=f"sqlite:///{path}", session_timeout=600)
+
+
+async def test_a_python_client_reconnects_and_keeps_its_session(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+    from tether.runtime.app import TetherApp
+    from tether.runtime.serving import serve_in_thread
+
+    port = free_port()
+    db = tmp_path / "sessions.db"
+    async with asyncio.timeout(TIMEOUT):
+        first = sqlite_app(db)
+        assert isinstance(first, TetherApp)
+        with serve_in_thread(first, port=port) as url:
+            client = await AsyncClient(url, reconnect_delay=0.05).connect()
+            sid = await client.call("session_set", "basket", ["tea"])
+            await client.call("reset_held")
+            in_flight = asyncio.ensure_future(client.call("session_set_and_hold", "x", 1))
+            assert await client.call("wait_held_started")
+        # The server stopped mid-call: the call fails clearly, and calls made now too.
+        with pytest.raises(server.AppOfflineError, match="connection to the server was lost"):
+            await in_flight
+        assert not client.connected
+        with pytest.raises(server.AppOfflineError, match="not connected"):
+            await client.call("session_get", "basket")
+        app.release_held()
+        second = sqlite_app(db)
+        assert isinstance(second, TetherApp)
+        with serve_in_thread(second, port=port):
+            assert await client.wait_online(TIMEOUT)
+            assert client.session_id == sid
+            assert await client.call("session_get", "basket") == ["tea"]
+            assert await client.call("session_get", "x") is None  # cut off: never saved
+        await client.close()
+
+
+def test_is_app_online_follows_the_connection(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+    from tether.runtime.serving import serve_in_thread
+
+    port = free_port()
+    try:
+        with serve_in_thread(sqlite_app(tmp_path / "s.db"), port=port) as url:  # type: ignore[arg-type]
+            server.connect(url, register=False, reconnect_delay=0.05)
+            assert server.is_app_online()
+            server.call("session_set", "kept", True)
+        client = _facade_client()
+        assert not server.is_app_online()
+        with pytest.raises(server.AppOfflineError):
+            server.call("session_keys")
+        with serve_in_thread(sqlite_app(tmp_path / "s.db"), port=port):  # type: ignore[arg-type]
+            assert client.wait_online(TIMEOUT)
+            assert server.is_app_online()
+            assert server.call("session_keys") == ["kept"]
+    finally:
+        server.disconnect()
+
+
+def _facade_client() -> Client:
+    from tether import _current
+
+    assert _current.client is not None
+    client = _current.client.client
+    assert isinstance(client, Client)
+    return client
