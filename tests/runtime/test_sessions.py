@@ -41,7 +41,8 @@ async def test_a_session_lasts_across_calls_and_each_client_has_its_own(url: str
     async with asyncio.timeout(TIMEOUT), AsyncClient(url) as one, AsyncClient(url) as two:
         sid = await one.call("session_set", "colour", "blue")
         assert sid == one.session_id
-        assert one.session_token is not None and sid not in one.session_token
+        assert one.session_token is not None
+        assert sid not in one.session_token
         assert await one.call("session_get", "colour") == "blue"
         assert await two.call("session_get", "colour") is None
         assert two.session_id != one.session_id
@@ -65,7 +66,7 @@ async def test_media_and_unserializable_values_are_refused_and_nothing_is_kept(u
     async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
         with pytest.raises(server.SerializationError, match="cannot store Media"):
             await client.call("session_set", "file", BlobMedia("text/plain", b"hi"))
-        with pytest.raises(server.SerializationError, match="'weird' in server.session"):
+        with pytest.raises(server.SerializationError, match=r"'weird' in server\.session"):
             await client.call("session_set_unsendable")
         assert await client.call("session_keys") == []
 
@@ -105,7 +106,8 @@ async def test_nested_calls_share_the_callers_session_and_client(url: str) -> No
         both = await client.call("nested_context_of")
         assert isinstance(both, dict)
         outer, nested = both["outer"], both["nested"]
-        assert nested["caller"] == "server_module" and nested["trusted"] is True
+        assert nested["caller"] == "server_module"
+        assert nested["trusted"] is True
         assert nested["session"] == outer["session"] == client.session_id
         assert (nested["client"], nested["ip"]) == (outer["client"], outer["ip"])
 
@@ -207,10 +209,12 @@ async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
     async with asyncio.timeout(TIMEOUT):
         with testing.serve() as url:
             info, _ = await raw_call(url, "context_of", forwarded)
-            assert isinstance(info, dict) and info["ip"] == "127.0.0.1"
+            assert isinstance(info, dict)
+            assert info["ip"] == "127.0.0.1"
         with testing.serve(trusted_proxies=["127.0.0.1"]) as url:
             info, _ = await raw_call(url, "context_of", forwarded)
-            assert isinstance(info, dict) and info["ip"] == "203.0.113.9"
+            assert isinstance(info, dict)
+            assert info["ip"] == "203.0.113.9"
 
 
 def cookie_of(headers: websockets.Headers | dict[str, str]) -> str:
@@ -226,7 +230,8 @@ async def test_a_browser_gets_a_session_cookie_that_its_tabs_and_pages_share() -
             info, headers = await raw_call(url, "context_of", origin)
             set_cookie = cookie_of(headers)
             assert set_cookie.startswith("tether-session=")
-            assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
+            assert "HttpOnly" in set_cookie
+            assert "SameSite=Lax" in set_cookie
             assert "Secure" not in set_cookie  # plain http
             assert isinstance(info, dict)
             assert (info["client"], info["caller"], info["trusted"]) == (
@@ -236,7 +241,8 @@ async def test_a_browser_gets_a_session_cookie_that_its_tabs_and_pages_share() -
             )
             cookie = set_cookie.split(";")[0]
             again, headers = await raw_call(url, "context_of", origin, cookie=cookie)
-            assert isinstance(again, dict) and again["session"] == info["session"]
+            assert isinstance(again, dict)
+            assert again["session"] == info["session"]
             assert "set-cookie" not in headers  # it already has one
 
             # A page (any HTTP request) without the cookie gets one; with it, keeps it.
@@ -248,7 +254,8 @@ async def test_a_browser_gets_a_session_cookie_that_its_tabs_and_pages_share() -
             assert found is not None, response
             page_cookie, token = found.groups()
             from_page, _ = await raw_call(url, "context_of", origin, cookie=page_cookie)
-            assert isinstance(from_page, dict) and from_page["session"] == session_id(token)
+            assert isinstance(from_page, dict)
+            assert from_page["session"] == session_id(token)
             assert from_page["session"] != info["session"]
 
 
@@ -298,7 +305,7 @@ async def test_a_user_resolver_replaces_the_session_user(url: str) -> None:
 
 async def test_a_client_wide_call_timeout(url: str) -> None:
     async with asyncio.timeout(TIMEOUT), AsyncClient(url, call_timeout=0.2) as client:
-        with pytest.raises(server.TimeoutError, match="no answer within 0.2 s") as caught:
+        with pytest.raises(server.TimeoutError, match=r"no answer within 0\.2 s") as caught:
             await client.call("sleep_for", 1)
         assert isinstance(caught.value, builtins.TimeoutError)
         assert await client.call("session_get", "missing", "still usable") == "still usable"
