@@ -143,3 +143,47 @@ def test_a_garbage_database_is_a_clear_error(tmp_path: Path, content: bytes) -> 
     path.write_bytes(content)
     with pytest.raises(ValueError, match="cannot read the GeoIP database"):
         GeoIP(str(path))
+
+
+async def test_the_server_puts_the_location_in_the_context(city_db: Path) -> None:
+    """Through a trusted proxy that forwards a client in Lyon."""
+    import asyncio
+
+    import orjson
+    from websockets.asyncio.client import connect as ws_connect
+
+    import tests.apps.sessions  # noqa: F401 - registers location_of
+    from tests.conftest import TIMEOUT
+    from tether import testing
+
+    async with asyncio.timeout(TIMEOUT):
+        with testing.serve(geoip=str(city_db), trusted_proxies=["127.0.0.1"]) as url:
+            headers = {"X-Forwarded-For": "203.0.113.9"}
+            ws = url.replace("http://", "ws://") + "/_/ws"
+            async with ws_connect(ws, additional_headers=headers) as sock:
+                await sock.send(orjson.dumps({"key": None, "v": 8}).decode())
+                assert orjson.loads(await sock.recv())["auth"] == "OK"
+                call = {"type": "CALL", "id": "c", "command": "location_of", "args": []}
+                await sock.send(orjson.dumps({**call, "kwargs": {}}).decode())
+                reply = orjson.loads(await sock.recv())
+    assert reply["response"] == {"city": "Lyon", "country": "FR"}
+
+
+def test_tether_serve_refuses_an_unreadable_geoip_database(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import TIMEOUT
+
+    result = subprocess.run(
+        [
+            *[sys.executable, "-m", "tether", "serve", "examples/quickstart", "--port", "9"],
+            *["--geoip", str(tmp_path / "missing.mmdb")],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "cannot read the GeoIP database" in result.stderr

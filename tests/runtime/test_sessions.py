@@ -408,3 +408,43 @@ def _facade_client() -> Client:
     client = _current.client.client
     assert isinstance(client, Client)
     return client
+
+
+def test_killing_the_server_mid_call_then_restarting_it_keeps_the_session(
+    tmp_path: Path,
+) -> None:
+    """``tether serve`` with the SQLite store, killed with SIGKILL during a call."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port, stop, wait_for_port
+
+    port = free_port()
+    store = f"sqlite:///{tmp_path / 'kill.db'}"
+    command = [sys.executable, "-m", "tether", "serve", "tests.apps.sessions"]
+    command += ["--port", str(port), "--store", store, "--log-level", "warning"]
+
+    def start() -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        wait_for_port(port, process)
+        return process
+
+    process = start()
+    try:
+        with Client(f"http://127.0.0.1:{port}", reconnect_delay=0.05) as client:
+            sid = client.call("session_set", "order", {"id": 7, "items": ["tea"]})
+            held = client.aio.call_threadsafe("sleep_for", (10,), {})
+            process.kill()  # SIGKILL: no shutdown, no goodbye
+            stop(process)  # reaps it and closes its pipes
+            with pytest.raises(server.AppOfflineError, match="connection to the server was lost"):
+                held.result(TIMEOUT)
+            with pytest.raises(server.AppOfflineError):
+                client.call("session_keys")
+            process = start()
+            assert client.wait_online(TIMEOUT)
+            assert client.session_id == sid
+            assert client.call("session_get", "order") == {"id": 7, "items": ["tea"]}
+    finally:
+        stop(process)

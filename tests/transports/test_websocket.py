@@ -87,7 +87,17 @@ async def test_close_that_gets_no_answer_aborts() -> None:
     await ws.close(wait=0.01)
     assert transport.aborted
     ws.eof_received()
-    assert transport.eof
+    assert not transport.eof  # closing: nothing more is written
+
+
+async def test_a_lost_transport_is_never_written_to() -> None:
+    """A peer that reset the connection: closing it writes nothing (uvloop would raise)."""
+    ws, _, transport, _, _ = await opened_pair()
+    transport.take()
+    transport.closing = True
+    ws.send("late")
+    await ws.close(wait=0.01)
+    assert transport.take() == b""
 
 
 async def test_a_refused_handshake_fails_opened() -> None:

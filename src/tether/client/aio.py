@@ -301,6 +301,10 @@ class AsyncClient:
             except PermissionDenied as exc:
                 log.error("the server refused to reconnect this client: %s", exc)
                 return False
+            except Exception as exc:  # anything else: keep trying, but say what it was
+                log.warning("reconnect attempt %d failed", attempt, exc_info=exc)
+                delay = min(delay * 2, self.max_reconnect_delay)
+                continue
             log.info("reconnected to %s after %d attempt(s)", self.url, attempt)
             self._resubscribe()
             return True
@@ -687,7 +691,12 @@ class AsyncClient:
         if self._reconnecting is not task:
             return
         self._reconnecting = None
-        if task.cancelled() or task.exception() is not None or not task.result():
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("reconnecting stopped", exc_info=task.exception())
+            return
+        if not task.result():
             return  # closed, or the server refused this client
         if not self._closing and not self.connected:  # lost again at once: go on
             self._start_reconnecting()

@@ -118,8 +118,8 @@ class WebSocket(asyncio.Protocol):
 
     def _flush(self) -> None:
         transport = self.transport
-        if transport is None:
-            return
+        if transport is None or transport.is_closing():
+            return  # lost (reset by the peer, say): nothing more can be written
         for data in self.ws.data_to_send():
             if data:
                 transport.write(data)
