@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -362,20 +363,21 @@ async def test_a_python_client_reconnects_and_keeps_its_session(tmp_path: Path) 
             await client.call("reset_held")
             in_flight = asyncio.ensure_future(client.call("session_set_and_hold", "x", 1))
             assert await client.call("wait_held_started")
+            threading.Timer(0.3, app.release_held).start()  # ends while the server stops
         # The server stopped mid-call: the call fails clearly, and calls made now too.
         with pytest.raises(server.AppOfflineError, match="connection to the server was lost"):
             await in_flight
         assert not client.connected
         with pytest.raises(server.AppOfflineError, match="not connected"):
             await client.call("session_get", "basket")
-        app.release_held()
         second = sqlite_app(db)
         assert isinstance(second, TetherApp)
         with serve_in_thread(second, port=port):
             assert await client.wait_online(TIMEOUT)
             assert client.session_id == sid
             assert await client.call("session_get", "basket") == ["tea"]
-            assert await client.call("session_get", "x") is None  # cut off: never saved
+            # The stopping server waited for the call, which saved its session change.
+            assert await client.call("session_get", "x") == 1
         await client.close()
 
 
@@ -448,3 +450,136 @@ def test_killing_the_server_mid_call_then_restarting_it_keeps_the_session(
             assert client.call("session_get", "order") == {"id": 7, "items": ["tea"]}
     finally:
         stop(process)
+
+
+# -- what the review found ------------------------------------------------------------
+
+
+class Blackhole:
+    """A TCP relay that can go silent (drop everything, close nothing): a dead network."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.silent = False
+        self.server: asyncio.AbstractServer | None = None
+        self.address = ""
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> Blackhole:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.address = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await asyncio.sleep(0)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writers += [writer, up_writer]
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                if not self.silent:
+                    sink.write(data)
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+async def test_a_silently_dead_connection_fails_calls_and_reconnects(
+    served: testing.ServerURL,
+) -> None:
+    port = int(served.rsplit(":", 1)[1])
+    async with asyncio.timeout(TIMEOUT), Blackhole(port) as relay:
+        client = AsyncClient(
+            relay.address, keepalive_interval=0.2, keepalive_timeout=0.3, reconnect_delay=0.05
+        )
+        async with client:
+            sid = await client.call("session_set", "before", "the blackout")
+            relay.silent = True
+            with pytest.raises(server.AppOfflineError, match="connection to the server was lost"):
+                await client.call("sleep_for", 0)
+            relay.silent = False
+            assert await client.wait_online(TIMEOUT)
+            assert client.session_id == sid
+            assert await client.call("session_get", "before") == "the blackout"
+
+
+async def test_answered_calls_leave_no_timer_behind(url: str) -> None:
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url, call_timeout=600) as client:
+        for _ in range(5):
+            await client.call("session_keys")
+        assert client._timers == {}
+
+
+async def test_setting_a_key_back_to_its_old_value_is_written_too(url: str) -> None:
+    """The call that finishes last wins, even when it sets the value it began with."""
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        await client.call("reset_held")
+        await client.call("session_set", "k", "original")
+        held = asyncio.ensure_future(client.call("session_set_and_hold", "k", "original"))
+        assert await client.call("wait_held_started")
+        await client.call("session_set", "k", "changed")
+        await client.call("release_held")
+        await held
+        assert await client.call("session_get", "k") == "original"
+
+
+async def test_a_session_in_use_is_never_purged_and_only_its_first_use_is_stored(
+    tmp_path: Path,
+) -> None:
+    from tether.runtime.app import create_app
+    from tether.runtime.serving import serve_in_thread
+    from tether.runtime.stores import SqliteStore
+
+    db = tmp_path / "purge.db"
+    asgi = create_app(store=f"sqlite:///{db}", session_timeout=0.4)
+    async with asyncio.timeout(TIMEOUT):
+        with serve_in_thread(asgi) as url:
+            for _ in range(3):  # crawlers: no call, nothing stored
+                reader, writer = await asyncio.open_connection(*url[7:].split(":"))
+                writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                await reader.read()
+                writer.close()
+            async with AsyncClient(url) as client:
+                sid = await client.call("session_set", "user", "ann")
+                for _ in range(8):  # used all along, past the timeout and a purge
+                    await asyncio.sleep(0.1)
+                    assert await client.call("session_get", "user") == "ann"
+                await asyncio.sleep(0.35)
+                await client.call("session_get", "user")
+                assert asgi.dispatcher.sessions.stored_timeout > 0.4
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        record = await store.load_session(sid)
+        assert record is not None
+        assert "user" in record.data
+        assert await store.purge_sessions(0) == 0
+        assert await store.purge_sessions(float("inf")) == 1  # the crawlers left no rows
+    finally:
+        await store.close()
+
+
+async def test_a_browser_with_an_expired_cookie_gets_a_fresh_session_and_cookie() -> None:
+    async with asyncio.timeout(TIMEOUT):
+        with testing.serve(session_timeout=0.3) as url:
+            origin = {"Origin": url}
+            first, headers = await raw_call(url, "context_of", origin)
+            cookie = cookie_of(headers).split(";")[0]
+            await asyncio.sleep(0.5)
+            again, headers = await raw_call(url, "context_of", origin, cookie=cookie)
+            assert isinstance(first, dict)
+            assert isinstance(again, dict)
+            assert again["session"] != first["session"]
+            assert cookie_of(headers).startswith("tether-session=")
+            # Two session cookies (one tossed by a sibling subdomain): neither is used.
+            fresh_cookie = cookie_of(headers).split(";")[0]
+            tossed = f"{fresh_cookie}; tether-session=attacker-token"
+            third, headers = await raw_call(url, "context_of", origin, cookie=tossed)
+            assert isinstance(third, dict)
+            assert third["session"] not in (again["session"], session_id("attacker-token"))
+            assert "set-cookie" in headers

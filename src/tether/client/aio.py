@@ -66,6 +66,7 @@ from tether.protocol import (
     Role,
     session_id,
 )
+from tether.protocol.connection import ECHO
 from tether.transports.tcp import SCHEME as TCP_SCHEME
 from tether.transports.tcp import FramedStream, open_tcp
 from tether.transports.websocket import WebSocket, open_websocket
@@ -153,6 +154,10 @@ class AsyncClient:
             calls raise ``AppOfflineError`` at once.
         reconnect_delay, max_reconnect_delay: the first wait, doubled after each
             failed attempt up to the maximum (seconds; each with up to 50 % jitter).
+        keepalive_interval, keepalive_timeout: every ``keepalive_interval`` seconds of
+            the connection, an ``anvil.private.echo`` must come back within
+            ``keepalive_timeout`` seconds, or the connection counts as lost (a silently
+            dead network: calls in flight then fail and reconnecting starts). None: off.
     """
 
     def __init__(
@@ -170,6 +175,8 @@ class AsyncClient:
         reconnect: bool = True,
         reconnect_delay: float = 0.1,
         max_reconnect_delay: float = 5.0,
+        keepalive_interval: float | None = 20.0,
+        keepalive_timeout: float = 20.0,
     ) -> None:
         if call_timeout is not None and not call_timeout > 0:
             raise ValueError("call_timeout must be a positive number of seconds (or None)")
@@ -184,6 +191,10 @@ class AsyncClient:
         self.reconnect = reconnect
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_timeout = keepalive_timeout
+        self._keepalive: asyncio.Task[None] | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # call id -> its timeout
         self.trusted = False
         self.session_token: str | None = None
         """The token of this connection's session (from the server's auth reply)."""
@@ -275,6 +286,33 @@ class AsyncClient:
             raise
         if self.connected:
             self._online.set()
+            if self.keepalive_interval is not None:
+                if self._keepalive is not None:
+                    self._keepalive.cancel()
+                self._keepalive = loop.create_task(self._keep_alive(self._epoch))
+
+    async def _keep_alive(self, epoch: int) -> None:
+        """Echoes now and then; no answer in time means the network died silently."""
+        interval, timeout = self.keepalive_interval, self.keepalive_timeout
+        assert interval is not None
+        while True:
+            await asyncio.sleep(interval)
+            if epoch != self._epoch or not self.connected:
+                return
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            self.start_call(ECHO, ("keep-alive",), {}, future, timeout)
+            try:
+                await future
+            except CallTimeoutError:
+                ws = self._ws
+                if epoch == self._epoch and ws is not None:
+                    log.warning(
+                        "no keep-alive answer within %g s: dropping the connection", timeout
+                    )
+                    ws.abort()
+                return
+            except Exception:  # lost meanwhile: reconnecting starts a new keep-alive
+                return
 
     def _lost_transport(self, epoch: int, reason: str) -> None:
         if epoch == self._epoch:
@@ -324,8 +362,8 @@ class AsyncClient:
         try:
             async with asyncio.timeout(timeout):
                 while not self.connected:
-                    if self._closing:
-                        return False
+                    if self._closing or self._reconnecting is None:
+                        return False  # closed, not reconnecting, or the server refused it
                     await asyncio.sleep(0.02)
         except TimeoutError:
             return False
@@ -372,6 +410,9 @@ class AsyncClient:
     async def close(self) -> None:
         """Closes the connection; calls still waiting fail with AppOfflineError."""
         self._closing = True
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
         reconnecting, self._reconnecting = self._reconnecting, None
         if reconnecting is not None and reconnecting is not asyncio.current_task():
             reconnecting.cancel()
@@ -486,13 +527,22 @@ class AsyncClient:
     def _arm_timeout(self, call_id: str, name: str, future: AnyFuture, timeout: float) -> None:
         loop = self._loop
         assert loop is not None
-        expire = functools.partial(self._time_out, call_id, name, future, timeout)
         if on_loop(loop):
-            loop.call_later(timeout, expire)
+            self._arm_on_loop(call_id, name, future, timeout)
         else:
-            loop.call_soon_threadsafe(loop.call_later, timeout, expire)
+            loop.call_soon_threadsafe(self._arm_on_loop, call_id, name, future, timeout)
+
+    def _arm_on_loop(self, call_id: str, name: str, future: AnyFuture, timeout: float) -> None:
+        """The timer of one call (on the loop); cancelled when the answer comes, so an
+        answered call is not kept alive until its deadline."""
+        if self._pending.get(call_id) is not future:
+            return  # answered already
+        expire = functools.partial(self._time_out, call_id, name, future, timeout)
+        assert self._loop is not None
+        self._timers[call_id] = self._loop.call_later(timeout, expire)
 
     def _time_out(self, call_id: str, name: str, future: AnyFuture, timeout: float) -> None:
+        self._timers.pop(call_id, None)
         with self._guard:
             if self._pending.get(call_id) is not future:
                 return  # answered (or failed) in time
@@ -613,6 +663,10 @@ class AsyncClient:
             self._apply_push(push)
         # Settled without the lock: a concurrent future runs its callbacks right here.
         for future, answer in answers:
+            if self._timers:
+                timer = self._timers.pop(answer.id, None)
+                if timer is not None:
+                    timer.cancel()
             if answer.updates and answer.capabilities:
                 # Before the caller wakes: it sees its objects already updated.
                 try:
@@ -678,6 +732,9 @@ class AsyncClient:
                 self._subscribed.clear()
         if self._auth is not None and not self._auth.done():
             self._auth.set_exception(AppOfflineError(reason))
+        timers, self._timers = self._timers, {}
+        for timer in timers.values():
+            timer.cancel()
         for future in pending.values():
             if not future.done():
                 future.set_exception(

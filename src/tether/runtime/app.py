@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 
-from tether.errors import FrameTooLarge, RemoteProtocolError
+from tether.errors import FrameTooLarge, RemoteProtocolError, SessionExpiredError
 from tether.protocol import SUBPROTOCOL, Frame
 from tether.runtime.dispatcher import Dispatcher, ServerOptions
 from tether.runtime.network import GeoIP, TrustedProxies
@@ -73,20 +73,7 @@ class TetherApp:
             await self.http(scope, receive, send)
             return
         headers = _headers(scope)
-        sessions = self.dispatcher.sessions
-        token = _cookie(headers, COOKIE)
-        slot = None
-        if token is not None:
-            slot = sessions.slot(token)
-            if slot is None:
-                slot = await sessions.resume(token)
-            if slot.session is None:
-                slot = None
-        cookie = None
-        if slot is None:
-            slot = sessions.slot(None)
-            assert slot is not None
-            cookie = self._set_cookie(scope, headers, slot.token)
+        slot, cookie = await self._browser_session(scope, headers)
         scope["tether.session"] = slot
 
         async def send_with_cookie(message: Message) -> None:
@@ -96,6 +83,25 @@ class TetherApp:
             await send(message)
 
         await self.http(scope, receive, send_with_cookie)
+
+    async def _browser_session(
+        self, scope: Scope, headers: dict[bytes, bytes]
+    ) -> tuple[SessionSlot, bytes | None]:
+        """The session a browser's cookie names (marked used), or a new one and the
+        ``Set-Cookie`` that gives it, when the cookie is missing, expired or unknown."""
+        sessions = self.dispatcher.sessions
+        token = _cookie(headers, COOKIE)
+        if token is not None:
+            slot = sessions.slot(token) or await sessions.resume(token)
+            try:
+                slot.check()
+            except SessionExpiredError:
+                pass
+            else:
+                return slot, None
+        fresh = sessions.slot(None)
+        assert fresh is not None
+        return fresh, self._set_cookie(scope, headers, fresh.token)
 
     def _set_cookie(self, scope: Scope, headers: dict[bytes, bytes], token: str) -> bytes:
         cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
@@ -186,14 +192,9 @@ class TetherApp:
         slot: SessionSlot | None = None
         accept: dict[str, object] = {"type": "websocket.accept", "subprotocol": subprotocol}
         if browser:
-            sessions = self.dispatcher.sessions
-            token = _cookie(headers, COOKIE)
-            slot = sessions.slot(token)
-            if slot is None:
-                assert token is not None
-                slot = await sessions.resume(token)
-            if token is None:
-                accept["headers"] = [(b"set-cookie", self._set_cookie(scope, headers, slot.token))]
+            slot, cookie = await self._browser_session(scope, headers)
+            if cookie is not None:
+                accept["headers"] = [(b"set-cookie", cookie)]
         await send(accept)
         ip = self.client_ip(scope, headers)
 
@@ -245,15 +246,17 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
 
 
 def _cookie(headers: dict[bytes, bytes], name: str) -> str | None:
-    """The value of cookie ``name`` (the first one), if the request carries it."""
+    """The value of cookie ``name``, if the request carries it exactly once: a second one
+    (set by a sibling subdomain to fix a session on this app) voids both."""
     raw = headers.get(b"cookie")
     if not raw:
         return None
-    for part in raw.decode("latin-1").split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key == name and value:
-            return value
-    return None
+    found = [
+        value
+        for key, sep, value in (p.strip().partition("=") for p in raw.decode("latin-1").split(";"))
+        if sep and key == name and value
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def _frame_of(message: Message) -> Frame:

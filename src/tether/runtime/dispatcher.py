@@ -42,6 +42,9 @@ __all__ = ["Dispatcher", "ServerCaller", "ServerOptions"]
 
 log = logging.getLogger("tether")
 
+DRAIN_TIMEOUT = 10.0
+"""Seconds a stopping server waits for calls still running to finish and save."""
+
 
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
@@ -135,8 +138,12 @@ class Dispatcher:
             try:
                 self.start()
                 await self.store.open()
-                self._signer = Signer(await load_secret(self.options.secret, self.store))
-                await self.sessions.open(self._signer)
+                try:
+                    self._signer = Signer(await load_secret(self.options.secret, self.store))
+                    await self.sessions.open(self._signer)
+                except BaseException:
+                    await self.store.close()
+                    raise
             except BaseException as exc:
                 self._opened.set_exception(exc)
                 self._opened.exception()  # retrieved: raised below
@@ -148,6 +155,7 @@ class Dispatcher:
     async def close(self) -> None:
         """Closes the store and stops (lifespan shutdown)."""
         if self._opened is not None and self._opened.done():
+            await self.sessions.drain(DRAIN_TIMEOUT)
             await self.sessions.close()
             await self.store.close()
         self._opened = None
@@ -240,13 +248,17 @@ class Dispatcher:
         ctx.run(current_call.set, state)
         ctx.run(check_user, target)
         session = state.session if owns_session else None
+        if session is not None:
+            self.sessions.call_started()
         if not target.is_async:
-            fn = target.fn if session is None else functools.partial(_saving, target.fn, session)
+            fn = target.fn
+            if session is not None:
+                fn = functools.partial(_saving, target.fn, session, self.sessions)
             self.pool.submit(ctx, fn, args, kwargs, done, in_thread=in_thread)
             return
         coroutine: Coroutine[object, object, object] = target.fn(*args, **kwargs)  # type: ignore[assignment]
         if session is not None:
-            coroutine = _saving_async(coroutine, session)
+            coroutine = _saving_async(coroutine, session, self.sessions)
         task = self.loop.create_task(coroutine, context=ctx)
         task.add_done_callback(functools.partial(_report, done))
 
@@ -263,19 +275,33 @@ class Dispatcher:
         return await target.call_peer(name, args, kwargs, state)
 
 
-def _saving(fn: Callable[..., object], session: Session, *args: object, **kwargs: object) -> object:
+def _saving(
+    fn: Callable[..., object],
+    session: Session,
+    sessions: SessionManager,
+    *args: object,
+    **kwargs: object,
+) -> object:
     """Runs a sync function, then saves what it changed in the session (even if it raised)."""
     try:
         return fn(*args, **kwargs)
     finally:
-        session.save_blocking()
+        try:
+            session.save_blocking()
+        finally:
+            sessions.call_ended()
 
 
-async def _saving_async(coroutine: Coroutine[object, object, object], session: Session) -> object:
+async def _saving_async(
+    coroutine: Coroutine[object, object, object], session: Session, sessions: SessionManager
+) -> object:
     try:
         return await coroutine
     finally:
-        await session.save()
+        try:
+            await session.save()
+        finally:
+            sessions.call_ended()
 
 
 def _report(done: Done, task: asyncio.Task[object]) -> None:

@@ -11,8 +11,12 @@ import uvicorn
 
 from tether.protocol import FRAME_SLACK
 from tether.runtime.app import TetherApp
+from tether.runtime.dispatcher import DRAIN_TIMEOUT
 
 __all__ = ["serve_forever", "serve_in_thread", "uvicorn_config"]
+
+STOP_TIMEOUT = DRAIN_TIMEOUT + 10
+"""Seconds to wait for a server thread to stop (its calls get DRAIN_TIMEOUT to finish)."""
 
 
 def uvicorn_config(
@@ -67,7 +71,7 @@ def serve_in_thread(app: TetherApp, *, host: str = "127.0.0.1", port: int = 0) -
         yield f"http://{bound_host}:{bound_port}"
     finally:
         server.should_exit = True
-        thread.join(10)
+        thread.join(STOP_TIMEOUT)
         sock.close()
         if thread.is_alive():
-            raise RuntimeError("the server thread did not stop within 10 s")
+            raise RuntimeError(f"the server thread did not stop within {STOP_TIMEOUT:g} s")

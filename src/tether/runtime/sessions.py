@@ -12,6 +12,7 @@ finishes last wins (its value is the one stored, and the one later calls read).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import secrets
@@ -47,6 +48,8 @@ COOKIE = "tether-session"
 SAVE_TIMEOUT = 60.0
 """Seconds a sync function's thread waits for its session to be saved (a stopped server
 never answers)."""
+MAX_UNUSED = 10_000
+"""Fresh sessions held in memory before their first call (each a few hundred bytes)."""
 DEFAULT_TIMEOUT = 30 * 60.0
 """Seconds a session may stay unused before it expires."""
 MAX_TOUCH_INTERVAL = 60.0
@@ -103,8 +106,14 @@ class SessionSlot:
             )
         session.last_seen = now
         if now - session.stored_seen > manager.touch_interval:
+            store = manager.store
+            if session.stored_seen == 0.0:  # first use: store it
+                manager.used(session)
+                work = store.create_session(session.id, now)
+            else:
+                work = store.touch_session(session.id, now)
             session.stored_seen = now
-            manager.background(manager.store.touch_session(session.id, now))
+            manager.background(work)
         return session
 
     def reset(self) -> LiveSession:
@@ -136,7 +145,13 @@ class SessionManager:
         self.limits = limits
         self.timeout = timeout
         self.touch_interval = min(MAX_TOUCH_INTERVAL, timeout / 4)
+        # The store's last use lags by up to touch_interval: judge it with that margin, so
+        # a session in use is never purged (in memory, expiry is exact).
+        self.stored_timeout = timeout + self.touch_interval
+        self._active = 0  # calls that will save a session
+        self._count_lock = threading.Lock()
         self._live: weakref.WeakValueDictionary[str, LiveSession] = weakref.WeakValueDictionary()
+        self._unused: collections.OrderedDict[str, LiveSession] = collections.OrderedDict()
         self._wire: SigningWire | None = None
         self._tasks: set[asyncio.Future[object]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,7 +176,7 @@ class SessionManager:
     async def _purge_forever(self) -> None:
         while True:
             try:
-                count = await self.store.purge_sessions(time.time() - self.timeout)
+                count = await self.store.purge_sessions(time.time() - self.stored_timeout)
                 if count:
                     log.info("purged %d expired sessions", count)
             except Exception:
@@ -191,14 +206,24 @@ class SessionManager:
     # -- sessions -----------------------------------------------------------------------
 
     def new(self) -> tuple[str, LiveSession]:
-        """A fresh session (usable at once; stored in the background). Returns its token."""
+        """A fresh session, usable at once; the store gets it at its first call or save
+        (a crawler's cookie-less requests write nothing). Returns its token."""
         token = secrets.token_urlsafe(32)
         sid = session_id(token)
-        now = time.time()
-        session = LiveSession(sid, SessionRecord(now))
+        session = LiveSession(sid, SessionRecord(time.time()))
+        session.stored_seen = 0.0  # written to the store by its first use, not before
         self._live[sid] = session
-        self.background(self.store.create_session(sid, now))
+        # Held here until first used (a page's cookie, before its WebSocket opens); past
+        # MAX_UNUSED the oldest go: an unused session holds nothing, and its cookie then
+        # simply gets a new one.
+        self._unused[sid] = session
+        if len(self._unused) > MAX_UNUSED:
+            self._unused.popitem(last=False)
         return token, session
+
+    def used(self, session: LiveSession) -> None:
+        """Its first call: the store has it from now on (see :meth:`new`)."""
+        self._unused.pop(session.id, None)
 
     def slot(self, token: str | None = None) -> SessionSlot | None:
         """A slot for a new connection, when it can be had without the store: a fresh
@@ -218,7 +243,7 @@ class SessionManager:
         record = await self.store.load_session(sid)
         if record is None:
             return SessionSlot(self, None, token)
-        if time.time() - record.last_seen > self.timeout:
+        if time.time() - record.last_seen > self.stored_timeout:
             await self.store.delete_session(sid)
             return SessionSlot(self, None, token)
         live = self._live.get(sid)
@@ -235,6 +260,7 @@ class SessionManager:
             return
         session.expired = True
         self._live.pop(session.id, None)
+        self._unused.pop(session.id, None)
         self.background(self.store.delete_session(session.id))
 
     def invalidated(self, session: CapabilitySession) -> None:
@@ -283,6 +309,30 @@ class SessionManager:
         )
         return document["v"]
 
+    def call_started(self) -> None:
+        """A call that will save a session began (any thread; see :meth:`drain`)."""
+        with self._count_lock:
+            self._active += 1
+
+    def call_ended(self) -> None:
+        with self._count_lock:
+            self._active -= 1
+
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109
+        """At shutdown: waits (at most ``timeout`` seconds) for calls still running to end
+        and save their sessions, so a restart loses no change they made."""
+        if not self._active:
+            return
+        log.info("waiting up to %g s for %d calls to finish", timeout, self._active)
+        deadline = time.monotonic() + timeout
+        while self._active and time.monotonic() < deadline:  # noqa: ASYNC110 - shutdown only
+            await asyncio.sleep(0.02)
+        if self._active:
+            log.warning(
+                "%d calls still running at shutdown: their session changes are lost",
+                self._active,
+            )
+
     async def save(self, session: LiveSession, view: SessionView) -> None:
         """Saves what one call changed (it has finished using ``view``)."""
         changed, deleted = view.changes()
@@ -319,7 +369,8 @@ class SessionView(MutableMapping[str, object]):
     def __init__(self, manager: SessionManager, session: LiveSession) -> None:
         self._manager = manager
         self._stored = session.data  # not copied: the session replaces it on save
-        self._values: dict[str, object] = {}
+        self._values: dict[str, object] = {}  # read or set by this call
+        self._set: set[str] = set()  # assigned by this call: always written
         self._deleted: set[str] = set()
 
     def __getitem__(self, key: str) -> object:
@@ -335,12 +386,14 @@ class SessionView(MutableMapping[str, object]):
             raise TypeError(f"server.session keys are strings, not {type(key).__name__}")
         self._manager.encode(key, value)  # refuses what cannot be kept, at once
         self._values[key] = value
+        self._set.add(key)
         self._deleted.discard(key)
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
         self._values.pop(key, None)
+        self._set.discard(key)
         self._deleted.add(key)
 
     def __contains__(self, key: object) -> bool:
@@ -359,14 +412,15 @@ class SessionView(MutableMapping[str, object]):
         return f"<server.session with keys {sorted(self)!r}>"
 
     def changes(self) -> tuple[dict[str, bytes], set[str]]:
-        """The keys this call set or changed in place (encoded again now), and those
-        it deleted."""
+        """The keys this call assigned (always written, even to the value it began with:
+        the call that finishes last wins) or changed in place (encoded again now and
+        compared with what it read), and those it deleted (each delete is written)."""
         changed: dict[str, bytes] = {}
         for key, value in self._values.items():
             data = self._manager.encode(key, value)
-            if self._stored.get(key) != data:
+            if key in self._set or self._stored.get(key) != data:
                 changed[key] = data
-        return changed, {key for key in self._deleted if key in self._stored}
+        return changed, set(self._deleted)
 
 
 class CallSession:

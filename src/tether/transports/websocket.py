@@ -128,6 +128,11 @@ class WebSocket(asyncio.Protocol):
         if self.ws.close_expected() and not transport.is_closing():
             transport.close()
 
+    def abort(self) -> None:
+        """Drops the connection at once (a peer that stopped answering)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     async def close(self, code: int = 1000, reason: str = "", wait: float = 5.0) -> None:
         """Sends a close frame and waits (bounded) for the connection to end."""
         if self.ws.state is State.OPEN:
