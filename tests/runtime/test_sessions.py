@@ -583,3 +583,26 @@ async def test_a_browser_with_an_expired_cookie_gets_a_fresh_session_and_cookie(
             assert isinstance(third, dict)
             assert third["session"] not in (again["session"], session_id("attacker-token"))
             assert "set-cookie" in headers
+
+
+async def test_an_anvil_uplink_connection_starts_afresh_when_its_session_expires() -> None:
+    """Anvil's client keeps no token and cannot reset: no SessionExpiredError for it."""
+    async with asyncio.timeout(TIMEOUT):
+        with testing.serve(session_timeout=0.3) as url:
+            ws = url.replace("http://", "ws://") + "/_/uplink"
+            async with ws_connect(ws) as sock:
+                await sock.send(orjson.dumps({"key": None, "v": 8}).decode())
+                auth = orjson.loads(await sock.recv())
+                assert "session" not in auth
+
+                async def call(command: str, *args: object) -> object:
+                    frame = {"type": "CALL", "id": command, "command": command}
+                    await sock.send(orjson.dumps({**frame, "args": args, "kwargs": {}}).decode())
+                    reply = orjson.loads(await sock.recv())
+                    return reply.get("response", reply.get("error"))
+
+                first = await call("session_set", "a", 1)
+                assert await call("session_get", "a") == 1
+                await asyncio.sleep(0.5)
+                assert await call("session_get", "a") is None
+                assert await call("session_set", "b", 2) != first

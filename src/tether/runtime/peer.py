@@ -27,6 +27,7 @@ from tether.context import CallContext, CallState, ClientInfo, Location, StackFr
 from tether.errors import (
     PermissionDenied,
     SerializationError,
+    SessionExpiredError,
     TetherError,
     UplinkDisconnectedError,
 )
@@ -313,7 +314,14 @@ class Peer:
         dispatcher = self.dispatcher
         done = functools.partial(self._finish_call, call)
         try:
-            self.slot.check()
+            try:
+                self.slot.check()
+            except SessionExpiredError:
+                if self.dialect == "tether":
+                    raise
+                # Anvil's uplink client keeps no token to come back with and cannot reset:
+                # its per-connection session simply starts afresh.
+                self.slot.reset()
             state = CallState(
                 self.context,
                 dispatcher.caller,
