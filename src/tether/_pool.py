@@ -16,7 +16,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-__all__ = ["CallPool", "Done"]
+__all__ = ["CallPool", "Done", "on_loop"]
 
 Done = Callable[[object, BaseException | None], None]
 _Job = tuple[
@@ -24,6 +24,14 @@ _Job = tuple[
 ]
 
 log = logging.getLogger("tether")
+
+
+def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when called on ``loop``'s own thread, while it runs."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 class CallPool:

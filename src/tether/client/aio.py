@@ -7,45 +7,27 @@ frames with ``websockets`` and turns events into results. Its sync twin
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import concurrent.futures
 import contextlib
-import contextvars
 import functools
 import logging
-import random
 import threading
-import traceback
-import weakref
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import websockets
 
+from tether._pool import on_loop
+from tether.client.local import LocalCalls
+from tether.client.reconnect import keep_alive, reconnect_forever
+from tether.client.subscriptions import Subscriptions
+from tether.client.waiter import AnyFuture, Waiter
 from tether.codec import Limits, PortableRegistry, portable_registry
-from tether.codec.capability import (
-    Capability,
-    HolderWire,
-    apply_updates,
-    collect_updates,
-)
-from tether.context import (
-    CallContext,
-    CallState,
-    ClientInfo,
-    StackFrame,
-    call_timeout,
-    current_call,
-)
-from tether.errors import (
-    AppOfflineError,
-    PermissionDenied,
-    RemoteProtocolError,
-    SerializationError,
-)
+from tether.codec.capability import Capability, HolderWire, apply_updates
+from tether.context import call_timeout
+from tether.errors import AppOfflineError, PermissionDenied, RemoteProtocolError
 from tether.errors import TimeoutError as CallTimeoutError
-from tether.functions import FunctionRegistry, ServerFunction, function_registry, missing_function
+from tether.functions import FunctionRegistry, function_registry
 from tether.protocol import (
     FRAME_SLACK,
     INVALIDATE,
@@ -64,56 +46,16 @@ from tether.protocol import (
     Rejected,
     Response,
     Role,
+    State,
     session_id,
 )
-from tether.protocol.connection import ECHO
 from tether.transports.tcp import SCHEME as TCP_SCHEME
 from tether.transports.tcp import FramedStream, open_tcp
 from tether.transports.websocket import WebSocket, open_websocket
 
-
-def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
-
-
-__all__ = ["AsyncClient", "websocket_url"]
+__all__ = ["AsyncClient", "Waiter", "websocket_url"]
 
 log = logging.getLogger("tether.client")
-
-
-class Waiter:
-    """A one-shot result for a thread blocked on a call: a C-level lock, no Condition."""
-
-    __slots__ = ("_error", "_lock", "_value")
-
-    def __init__(self) -> None:
-        self._lock = _thread.allocate_lock()
-        self._lock.acquire()
-        self._value: object = None
-        self._error: BaseException | None = None
-
-    def done(self) -> bool:
-        return not self._lock.locked()
-
-    def set_result(self, value: object) -> None:
-        self._value = value
-        self._lock.release()
-
-    def set_exception(self, error: BaseException) -> None:
-        self._error = error
-        self._lock.release()
-
-    def result(self) -> object:
-        self._lock.acquire()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-AnyFuture = asyncio.Future[object] | concurrent.futures.Future[object] | Waiter
 
 
 def websocket_url(url: str) -> str:
@@ -206,17 +148,13 @@ class AsyncClient:
         self._ws: WebSocket | FramedStream | None = None
         self._pending: dict[str, AnyFuture] = {}
         self._auth: asyncio.Future[None] | None = None  # made on the loop, in connect
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._threads = threads
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed_reason: str | None = "not connected yet"
         self._closing = False  # close() was called: do not reconnect
         self._epoch = 0  # which transport is current (a late loss of an old one is moot)
         self._reconnecting: asyncio.Task[bool] | None = None
-        self._online = threading.Event()  # set while connected
-        # Live-update subscriptions: scope key -> the capabilities subscribed (by identity,
-        # held weakly: collecting the last one ends the subscription).
-        self._subscribed: dict[str, dict[int, weakref.ref[Capability]]] = {}
+        self.subscriptions = Subscriptions(self._subscription_ended)
+        self.local = LocalCalls(self, threads)
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -252,6 +190,9 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         self._auth = loop.create_future()
         self._epoch += 1
+        with self._guard:
+            if self.connection.state is not State.NEW:  # a reconnect: a fresh protocol state
+                self.connection = self._new_connection()
         lost = functools.partial(self._lost_transport, self._epoch)
         try:
             async with asyncio.timeout(self.open_timeout):
@@ -274,7 +215,7 @@ class AsyncClient:
                     self._flush_locked()
                 await self._auth
             with self._guard:
-                self._register_functions_locked()
+                self.local.register_locked()
                 self._flush_locked()
         except (OSError, TimeoutError, websockets.InvalidHandshake, AppOfflineError) as exc:
             await self._abort()
@@ -284,78 +225,21 @@ class AsyncClient:
         except BaseException:
             await self._abort()
             raise
-        if self.connected:
-            self._online.set()
-            if self.keepalive_interval is not None:
-                if self._keepalive is not None:
-                    self._keepalive.cancel()
-                self._keepalive = loop.create_task(self._keep_alive(self._epoch))
-
-    async def _keep_alive(self, epoch: int) -> None:
-        """Echoes now and then; no answer in time means the network died silently."""
-        interval, timeout = self.keepalive_interval, self.keepalive_timeout
-        assert interval is not None
-        while True:
-            await asyncio.sleep(interval)
-            if epoch != self._epoch or not self.connected:
-                return
-            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-            self.start_call(ECHO, ("keep-alive",), {}, future, timeout)
-            try:
-                await future
-            except CallTimeoutError:
-                ws = self._ws
-                if epoch == self._epoch and ws is not None:
-                    log.warning(
-                        "no keep-alive answer within %g s: dropping the connection", timeout
-                    )
-                    ws.abort()
-                return
-            except Exception:  # lost meanwhile: reconnecting starts a new keep-alive
-                return
+        if self.connected and self.keepalive_interval is not None:
+            if self._keepalive is not None:
+                self._keepalive.cancel()
+            self._keepalive = loop.create_task(keep_alive(self, self._epoch))
 
     def _lost_transport(self, epoch: int, reason: str) -> None:
         if epoch == self._epoch:
             self._lost(reason)
 
-    async def _reconnect_forever(self) -> bool:
-        """After a drop: reconnect with backoff until it works (True), the server refuses
-        this client (False) or :meth:`close`."""
-        delay = self.reconnect_delay
-        attempt = 0
-        while not self._closing:
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            if self._closing:
-                return False
-            attempt += 1
-            with self._guard:
-                self.connection = self._new_connection()
-            try:
-                await self._open()
-            except AppOfflineError as exc:
-                log.info("reconnect attempt %d failed: %s", attempt, exc)
-                delay = min(delay * 2, self.max_reconnect_delay)
-                continue
-            except PermissionDenied as exc:
-                log.error("the server refused to reconnect this client: %s", exc)
-                return False
-            except Exception as exc:  # anything else: keep trying, but say what it was
-                log.warning("reconnect attempt %d failed", attempt, exc_info=exc)
-                delay = min(delay * 2, self.max_reconnect_delay)
-                continue
-            log.info("reconnected to %s after %d attempt(s)", self.url, attempt)
-            self._resubscribe()
-            return True
-        return False
-
     def _resubscribe(self) -> None:
         """The server forgot this connection's subscriptions with the old one: renew them."""
-        for holders in list(self._subscribed.values()):
-            cap = next((c for c in (ref() for ref in holders.values()) if c is not None), None)
-            if cap is not None:
-                future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-                future.add_done_callback(_log_failure)
-                self.start_call(SUBSCRIBE, (cap,), {}, future)
+        for cap in self.subscriptions.renewals():
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_log_renewal_failure)
+            self.start_call(SUBSCRIBE, (cap,), {}, future)
 
     async def wait_online(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Waits until connected (after a drop, until reconnected); False on timeout."""
@@ -378,35 +262,6 @@ class AsyncClient:
                 fields["max_frame_bytes"] = frame
                 self.connection.limits = Limits(**fields)
 
-    def _register_functions_locked(self) -> None:
-        if not self.register:
-            return
-        names = list(self.functions.functions)
-        if names and not self.trusted:
-            raise PermissionDenied(
-                f"only a client connected with the uplink key may register server functions"
-                f" ({', '.join(sorted(names))})"
-            )
-        for name in names:
-            self.connection.send_register(name)
-        if self._on_new_function not in self.functions.listeners:
-            self.functions.listeners.append(self._on_new_function)
-
-    def _on_new_function(self, entry: ServerFunction) -> None:
-        if not self.trusted:
-            raise PermissionDenied(
-                f"cannot register {entry.name!r}: this client is not trusted (no uplink key)"
-            )
-        loop = self._loop
-        if loop is not None and self.connected:
-            loop.call_soon_threadsafe(self._send_register, entry.name)
-
-    def _send_register(self, name: str) -> None:
-        with self._guard:
-            if self.connected:
-                self.connection.send_register(name)
-                self._flush_locked()
-
     async def close(self) -> None:
         """Closes the connection; calls still waiting fail with AppOfflineError."""
         self._closing = True
@@ -418,13 +273,10 @@ class AsyncClient:
             reconnecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reconnecting
-        if self._on_new_function in self.functions.listeners:
-            self.functions.listeners.remove(self._on_new_function)
         if self._ws is not None:
             await self._ws.close()
         self._lost("the client was closed")
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self.local.shutdown()  # no more calls from the server, no more registrations
 
     async def _abort(self) -> None:
         self._closed_reason = self._closed_reason or "connect failed"
@@ -566,21 +418,12 @@ class AsyncClient:
         if type(cap) is not Capability:
             raise TypeError(f"subscribe needs a Capability, got {type(cap).__name__}")
         await self.call(SUBSCRIBE, cap)
-        key = cap._key
-        loop = asyncio.get_running_loop()
-        self._subscribed.setdefault(key, {})[id(cap)] = weakref.ref(
-            cap, functools.partial(self._collected, loop, key, id(cap))
-        )
+        self.subscriptions.add(cap, asyncio.get_running_loop())
 
     async def unsubscribe(self, cap: Capability) -> None:
         """Ends the pushes :meth:`subscribe` asked for (for this capability object)."""
-        holders = self._subscribed.get(cap._key)
-        if holders is None or holders.pop(id(cap), None) is None:
-            return
-        if not holders:
-            del self._subscribed[cap._key]
-            if self.connected:
-                await self.call(UNSUBSCRIBE, cap._key)
+        if self.subscriptions.remove(cap) and self.connected:
+            await self.call(UNSUBSCRIBE, cap._key)
 
     async def reset_session(self) -> None:
         """Starts a fresh, empty session for this connection (after SessionExpiredError,
@@ -594,48 +437,21 @@ class AsyncClient:
         ends its subscriptions); capabilities held here turn invalid too."""
         await self.call(INVALIDATE)
         self.wire.invalidate()
-        self._subscribed.clear()
+        self.subscriptions.clear()
 
-    def _collected(
-        self, loop: asyncio.AbstractEventLoop, key: str, ident: int, _ref: object
-    ) -> None:
-        """A subscribed capability was collected (any thread): unsubscribe if it was the
-        last one for its scope."""
-        if loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(self._forget, key, ident)
-
-    def _forget(self, key: str, ident: int) -> None:
-        holders = self._subscribed.get(key)
-        if holders is None:
-            return
-        ref = holders.get(ident)
-        if ref is not None and ref() is None:
-            del holders[ident]
-        if not holders:
-            del self._subscribed[key]
-            if self.connected:
-                future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-                future.add_done_callback(_ignore)
-                self.start_call(UNSUBSCRIBE, (key,), {}, future)
+    def _subscription_ended(self, key: str) -> None:
+        """The last capability subscribed to ``key`` was collected: tell the server."""
+        if self.connected:
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_ignore)
+            self.start_call(UNSUBSCRIBE, (key,), {}, future)
 
     def _apply_push(self, push: Push) -> None:
         if push.key == SESSION_PUSH:
             if type(push.update) is str:
                 self.session_token = push.update  # the server reset this session
             return
-        if push.error is not None:
-            log.error("could not read a live update for %s: %s", push.key, push.error)
-            return
-        for ref in list(self._subscribed.get(push.key, {}).values()):
-            cap = ref()
-            if cap is None or cap._handler is None:
-                continue
-            try:
-                cap._handler(push.update)
-            except Exception:
-                log.exception("the update handler of %r raised", cap)
+        self.subscriptions.apply(push)
 
     # -- frames -------------------------------------------------------------------------
 
@@ -695,7 +511,7 @@ class AsyncClient:
             elif type(event) is Push:
                 pushes.append(event)
             elif type(event) is Call:
-                self._run_local(event)
+                self.local.start_locked(event)
             elif type(event) is Authenticated:
                 self._closed_reason = None  # connected: calls may go now
                 self.trusted = event.priv == "uplink"
@@ -721,7 +537,6 @@ class AsyncClient:
     def _lost(self, reason: str) -> None:
         """The connection ended: what waits on it fails with AppOfflineError, and unless
         :meth:`close` ended it, reconnecting starts."""
-        self._online.clear()
         with self._guard:
             was_open = self._closed_reason is None and self._auth is not None and self._auth.done()
             if self._closed_reason is None:
@@ -729,7 +544,7 @@ class AsyncClient:
             self.connection.receive_close()
             pending, self._pending = self._pending, {}
             if self._closing or not self.reconnect:
-                self._subscribed.clear()
+                self.subscriptions.clear()
         if self._auth is not None and not self._auth.done():
             self._auth.set_exception(AppOfflineError(reason))
         timers, self._timers = self._timers, {}
@@ -755,75 +570,19 @@ class AsyncClient:
             return
         if not task.result():
             return  # closed, or the server refused this client
-        if not self._closing and not self.connected:  # lost again at once: go on
+        if self.connected:
+            self._resubscribe()
+        elif not self._closing:  # lost again at once: go on
             self._start_reconnecting()
 
     def _start_reconnecting(self) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            self._reconnecting = loop.create_task(self._reconnect_forever())
+            self._reconnecting = loop.create_task(reconnect_forever(self))
             self._reconnecting.add_done_callback(self._reconnected)
 
-    # -- calls from the server ----------------------------------------------------------
 
-    def _run_local(self, call: Call) -> None:
-        entry = self.functions.get(call.command) if self.trusted and self.register else None
-        if entry is None:
-            self.connection.send_error(call.id, missing_function(call.command))
-            return
-        state = CallState(_context_of(call.meta), _ClientCaller(self))
-        ctx = contextvars.copy_context()
-        ctx.run(current_call.set, state)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any]
-        if entry.is_async:
-            future = loop.create_task(entry.fn(*call.args, **call.kwargs), context=ctx)  # type: ignore[arg-type]
-        else:
-            if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(
-                    self._threads, thread_name_prefix="tether-client-call"
-                )
-            future = loop.run_in_executor(
-                self._executor, functools.partial(ctx.run, entry.fn, *call.args, **call.kwargs)
-            )
-        future.add_done_callback(functools.partial(self._finish_local, call))
-
-    def _finish_local(self, call: Call, done: asyncio.Future[object]) -> None:
-        error = done.exception() if not done.cancelled() else AppOfflineError("cancelled")
-        updates: dict[str, object] | None = None
-        if error is None and call.capabilities:
-            try:  # before the lock: get_update is user code
-                updates = collect_updates(call.capabilities)
-            except Exception as exc:
-                error = exc
-        with self._guard:
-            self._finish_local_locked(call, done, error, updates)
-
-    def _finish_local_locked(
-        self,
-        call: Call,
-        done: asyncio.Future[object],
-        error: BaseException | None,
-        updates: dict[str, object] | None,
-    ) -> None:
-        if not self.connected:
-            return
-        if error is None:
-            try:
-                self.connection.send_response(call.id, done.result(), updates=updates)
-            except SerializationError as exc:
-                error = exc
-        if error is not None:
-            log.info(
-                "function %r raised %s",
-                call.command,
-                "".join(traceback.format_exception_only(error)).strip(),
-            )
-            self.connection.send_error(call.id, error)
-        self._flush_locked()
-
-
-def _log_failure(future: asyncio.Future[object]) -> None:
+def _log_renewal_failure(future: asyncio.Future[object]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.warning("renewing a live-update subscription failed: %s", future.exception())
 
@@ -831,32 +590,3 @@ def _log_failure(future: asyncio.Future[object]) -> None:
 def _ignore(future: asyncio.Future[object]) -> None:
     if not future.cancelled():
         future.exception()  # retrieved: a failed unsubscribe of a collected capability is moot
-
-
-def _context_of(meta: dict[str, object]) -> CallContext:
-    client = meta.get("client")
-    stack = meta.get("call-stack")
-    client_type = client.get("type") if type(client) is dict else None
-    ip = client.get("ip") if type(client) is dict else None
-    caller = (
-        stack[0].get("type") if type(stack) is list and stack and type(stack[0]) is dict else None
-    )
-    trusted = caller in ("server_module", "uplink", "background_task")
-    return CallContext(
-        type="uplink",
-        client=ClientInfo(str(client_type or "server"), ip if type(ip) is str else None),
-        remote_caller=StackFrame(str(caller or "server_module"), trusted),
-    )
-
-
-class _ClientCaller:
-    """Nested ``server.call`` from a function this client runs for the server."""
-
-    def __init__(self, client: AsyncClient) -> None:
-        self.client = client
-
-    def call(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-        return self.client.call_blocking(name, args, kwargs)
-
-    async def acall(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-        return await self.client.call(name, *args, **kwargs)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tether._pool import CallPool, Done
+from tether._pool import CallPool, Done, on_loop
 from tether.codec import Limits, PortableRegistry, copy_values, portable_registry
 from tether.codec.capability import (
     Capability,
@@ -33,7 +33,7 @@ from tether.functions import FunctionRegistry, ServerFunction, function_registry
 from tether.runtime.secret import configured_secret, load_secret
 from tether.runtime.sessions import DEFAULT_TIMEOUT, SessionManager
 from tether.runtime.stores import open_store
-from tether.runtime.updates import hub, on_loop
+from tether.runtime.updates import hub
 
 if TYPE_CHECKING:
     from tether.runtime.peer import Peer

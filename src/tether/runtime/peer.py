@@ -16,6 +16,7 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable
 
+from tether._pool import on_loop
 from tether.codec.capability import (
     Capability,
     CapabilitySession,
@@ -52,7 +53,7 @@ from tether.protocol import (
 )
 from tether.runtime.dispatcher import Dispatcher, _report, invalidate_session
 from tether.runtime.sessions import CallSession, SessionSlot
-from tether.runtime.updates import hub, on_loop
+from tether.runtime.updates import hub
 
 __all__ = ["Peer"]
 

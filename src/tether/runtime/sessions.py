@@ -24,12 +24,12 @@ from typing import Any
 
 import orjson
 
+from tether._pool import on_loop
 from tether.codec import Limits, PortableRegistry, decode_values, encode_values
 from tether.codec.capability import CapabilitySession, Signer, SigningWire
 from tether.errors import SerializationError, SessionExpiredError
 from tether.protocol import session_id
 from tether.runtime.stores import SessionRecord, Store
-from tether.runtime.updates import on_loop
 
 __all__ = [
     "COOKIE",

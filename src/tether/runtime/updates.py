@@ -13,6 +13,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from tether._pool import on_loop
 from tether.codec.capability import CapabilitySession
 from tether.errors import QuotaExceededError
 from tether.protocol import Frame
@@ -20,7 +21,7 @@ from tether.protocol import Frame
 if TYPE_CHECKING:
     from tether.runtime.peer import Peer
 
-__all__ = ["MAX_SUBSCRIPTIONS", "UpdateHub", "hub", "on_loop"]
+__all__ = ["MAX_SUBSCRIPTIONS", "UpdateHub", "hub"]
 
 MAX_SUBSCRIPTIONS = 10_000
 """Scopes one connection may subscribe to at once (a named limit)."""
@@ -109,14 +110,6 @@ class UpdateHub:
             else:
                 with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
                     loop.call_soon_threadsafe(_flush_all, flush)
-
-
-def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    """True when called on ``loop``'s own thread, while it runs."""
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
 
 
 def _flush_all(peers: list[Peer]) -> None:
