@@ -7,7 +7,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tether.codec.capability import CapabilitySession
+from tether.codec.capability_wire import CapabilitySession
 
 __all__ = ["CallContext", "ClientInfo", "Location", "StackFrame"]
 

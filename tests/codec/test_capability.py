@@ -16,17 +16,19 @@ from tether.codec.capability import (
     ANY,
     MAX_SCOPE_BYTES,
     Capability,
+    apply_updates,
+    collect_updates,
+    scope_key,
+    set_publisher,
+    unwrap_capability,
+)
+from tether.codec.capability_wire import (
     CapabilitySession,
     CapabilityWire,
     HolderWire,
     LocalWire,
     Signer,
     SigningWire,
-    apply_updates,
-    collect_updates,
-    scope_key,
-    set_publisher,
-    unwrap_capability,
 )
 from tether.errors import AppOfflineError, PermissionDenied, SerializationError
 

@@ -11,15 +11,12 @@ from tether.codec import BlobMedia, PortableRegistry
 from tether.codec.capability import (
     ANY,
     Capability,
-    CapabilitySession,
-    HolderWire,
-    Signer,
-    SigningWire,
     apply_updates,
     collect_updates,
     scope_key,
     unwrap_capability,
 )
+from tether.codec.capability_wire import CapabilitySession, HolderWire, Signer, SigningWire
 from tether.errors import (
     InsecureJelly,
     LocalProtocolError,

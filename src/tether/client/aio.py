@@ -23,7 +23,8 @@ from tether.client.reconnect import keep_alive, reconnect_forever
 from tether.client.subscriptions import Subscriptions
 from tether.client.waiter import AnyFuture, Waiter
 from tether.codec import Limits, PortableRegistry, portable_registry
-from tether.codec.capability import Capability, HolderWire, apply_updates
+from tether.codec.capability import Capability, apply_updates
+from tether.codec.capability_wire import HolderWire
 from tether.context import call_timeout
 from tether.errors import AppOfflineError, PermissionDenied, RemoteProtocolError
 from tether.errors import TimeoutError as CallTimeoutError

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from tether.errors import AppOfflineError, PermissionDenied
 from tether.errors import TimeoutError as CallTimeoutError
-from tether.protocol.connection import ECHO
+from tether.protocol import ECHO
 
 if TYPE_CHECKING:
     from tether.client.aio import AsyncClient

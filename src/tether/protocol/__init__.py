@@ -1,21 +1,6 @@
 """The sans-I/O protocol: frames <-> events. No asyncio, no sockets, no clock."""
 
-from tether.protocol.connection import (
-    FRAME_SLACK,
-    INVALIDATE,
-    PRIVATE,
-    PROTOCOL_VERSION,
-    RESET_SESSION,
-    SESSION_PUSH,
-    SUBPROTOCOL,
-    SUBSCRIBE,
-    UNSUBSCRIBE,
-    Connection,
-    Frame,
-    Role,
-    State,
-    session_id,
-)
+from tether.protocol.connection import Connection, Role, State
 from tether.protocol.events import (
     Authenticated,
     AuthFailed,
@@ -28,8 +13,23 @@ from tether.protocol.events import (
     Rejected,
     Response,
 )
+from tether.protocol.names import (
+    ECHO,
+    FRAME_SLACK,
+    INVALIDATE,
+    PRIVATE,
+    PROTOCOL_VERSION,
+    RESET_SESSION,
+    SESSION_PUSH,
+    SUBPROTOCOL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    Frame,
+    session_id,
+)
 
 __all__ = [
+    "ECHO",
     "FRAME_SLACK",
     "INVALIDATE",
     "PRIVATE",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import functools
 import gc
-import hashlib
 import itertools
 import os
 from collections.abc import Callable, Mapping
@@ -28,7 +27,8 @@ from tether.codec import (
     media_ids,
     portable_registry,
 )
-from tether.codec.capability import Capability, CapabilityWire
+from tether.codec.capability import Capability
+from tether.codec.capability_wire import CapabilityWire
 from tether.errors import (
     FrameTooLarge,
     LocalProtocolError,
@@ -50,52 +50,15 @@ from tether.protocol.events import (
     Rejected,
     Response,
 )
+from tether.protocol.names import (
+    ECHO,
+    PROTOCOL_VERSION,
+    Frame,
+)
 
-__all__ = [
-    "FRAME_SLACK",
-    "INVALIDATE",
-    "PRIVATE",
-    "PROTOCOL_VERSION",
-    "RESET_SESSION",
-    "SESSION_PUSH",
-    "SUBPROTOCOL",
-    "SUBSCRIBE",
-    "UNSUBSCRIBE",
-    "Connection",
-    "Frame",
-    "Role",
-    "State",
-    "session_id",
-]
-
-PROTOCOL_VERSION = 8
-SUBPROTOCOL = "tether.v1"
-"""The WebSocket subprotocol of Tether's own peers (they may receive compact object runs)."""
-FRAME_SLACK = 64 * 1024
-"""Room for WebSocket framing over ``max_frame_bytes`` when sizing a transport's limit."""
-ECHO = "anvil.private.echo"
-PRIVATE = "tether.private."
-"""Calls under this prefix are the connection's own requests, never a registered function."""
-SUBSCRIBE = PRIVATE + "subscribe"
-UNSUBSCRIBE = PRIVATE + "unsubscribe"
-INVALIDATE = PRIVATE + "invalidate_client_objects"
-RESET_SESSION = PRIVATE + "reset_session"
-"""Starts a fresh session for this connection; answers the new session token."""
-SESSION_PUSH = PRIVATE + "session"
-"""The key of a PUSH that carries this connection's new session token (after the
-server's ``reset_session()``): the client presents it when it reconnects."""
-
-
-def session_id(token: str) -> str:
-    """The public id of the session a token opens (``get_session_id()``): a hash, so
-    showing the id never gives away the token."""
-    return hashlib.sha256(token.encode()).hexdigest()[:32]
-
+__all__ = ["Connection", "Role", "State"]
 
 MAX_ID_LENGTH = 128
-
-Frame = str | bytes
-"""A text frame (one JSON message) or a binary frame (one media chunk)."""
 
 
 class Role(enum.Enum):

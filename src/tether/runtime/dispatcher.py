@@ -18,15 +18,8 @@ from typing import TYPE_CHECKING
 
 from tether._pool import CallPool, Done, on_loop
 from tether.codec import Limits, PortableRegistry, copy_values, portable_registry
-from tether.codec.capability import (
-    Capability,
-    CapabilitySession,
-    LocalWire,
-    Signer,
-    apply_updates,
-    collect_updates,
-    set_publisher,
-)
+from tether.codec.capability import Capability, apply_updates, collect_updates, set_publisher
+from tether.codec.capability_wire import CapabilitySession, LocalWire, Signer
 from tether.context import CallContext, CallState, ClientInfo, Session, StackFrame, current_call
 from tether.errors import PermissionDenied
 from tether.functions import FunctionRegistry, ServerFunction, function_registry, missing_function

@@ -17,13 +17,8 @@ import traceback
 from collections.abc import Awaitable, Callable
 
 from tether._pool import on_loop
-from tether.codec.capability import (
-    Capability,
-    CapabilitySession,
-    SigningWire,
-    apply_updates,
-    collect_updates,
-)
+from tether.codec.capability import Capability, apply_updates, collect_updates
+from tether.codec.capability_wire import CapabilitySession, SigningWire
 from tether.context import CallContext, CallState, ClientInfo, Location, StackFrame
 from tether.errors import (
     PermissionDenied,

@@ -26,7 +26,7 @@ import orjson
 
 from tether._pool import on_loop
 from tether.codec import Limits, PortableRegistry, decode_values, encode_values
-from tether.codec.capability import CapabilitySession, Signer, SigningWire
+from tether.codec.capability_wire import CapabilitySession, Signer, SigningWire
 from tether.errors import SerializationError, SessionExpiredError
 from tether.protocol import session_id
 from tether.runtime.stores import SessionRecord, Store

@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from tether._pool import on_loop
-from tether.codec.capability import CapabilitySession
+from tether.codec.capability_wire import CapabilitySession
 from tether.errors import QuotaExceededError
 from tether.protocol import Frame
 
