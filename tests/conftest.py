@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,23 @@ def tether_serve() -> Iterator[object]:
     yield start
     for process in started:
         stop(process)
+
+
+def serve_both_ways(app: str, **options: Any) -> tuple[Any, Any]:
+    """The ``served`` and ``url`` fixtures of a test module: one real server of ``app``
+    for the module, and its URL through each transport (the WebSocket, the TCP port).
+
+    Use: ``served, url = serve_both_ways("tests.apps.echo", uplink_key=KEY)``.
+    """
+    from tether import testing
+
+    @pytest.fixture(scope="module")
+    def served() -> Iterator[testing.ServerURL]:
+        with testing.serve(app, tcp_port=0, **options) as url:
+            yield url
+
+    @pytest.fixture(scope="module", params=["ws", "tcp"])
+    def url(request: pytest.FixtureRequest, served: testing.ServerURL) -> str:
+        return served if request.param == "ws" else str(served.tcp)
+
+    return served, url

@@ -7,7 +7,6 @@ import gc
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -15,7 +14,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from tests.apps.capabilities import Holder
 from tests.client.test_uplink import start_worker
-from tests.conftest import ROOT, TIMEOUT, stop
+from tests.conftest import ROOT, TIMEOUT, serve_both_ways, stop
 from tether import server, testing
 from tether.client import AsyncClient, Client
 from tether.protocol import Push
@@ -25,15 +24,7 @@ KEY = "cap-uplink-key"
 ANY = server.Capability.ANY
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[testing.ServerURL]:
-    with testing.serve("tests.apps.capabilities", uplink_key=KEY, tcp_port=0) as url:
-        yield url
-
-
-@pytest.fixture(scope="module", params=["ws", "tcp"])
-def url(request: pytest.FixtureRequest, served: testing.ServerURL) -> str:
-    return served if request.param == "ws" else str(served.tcp)
+served, url = serve_both_ways("tests.apps.capabilities", uplink_key=KEY)
 
 
 class Recorder:

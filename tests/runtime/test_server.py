@@ -7,7 +7,6 @@ import contextlib
 import datetime as dt
 import math
 import sys
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -15,7 +14,7 @@ import websockets
 from websockets.asyncio.client import connect as ws_connect
 
 from tests.apps.echo import Counted, Item, Refused
-from tests.conftest import TIMEOUT
+from tests.conftest import TIMEOUT, serve_both_ways
 from tether import server, testing
 from tether.client import AsyncClient, Client
 from tether.codec import BlobMedia, Limits
@@ -23,16 +22,7 @@ from tether.codec import BlobMedia, Limits
 UPLINK_KEY = "test-uplink-key"
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[testing.ServerURL]:
-    with testing.serve("tests.apps.echo", uplink_key=UPLINK_KEY, tcp_port=0) as url:
-        yield url
-
-
-@pytest.fixture(scope="module", params=["ws", "tcp"])
-def url(request: pytest.FixtureRequest, served: testing.ServerURL) -> str:
-    """The same server through each transport: the WebSocket and the TCP port."""
-    return served if request.param == "ws" else str(served.tcp)
+served, url = serve_both_ways("tests.apps.echo", uplink_key=UPLINK_KEY)
 
 
 @pytest.fixture

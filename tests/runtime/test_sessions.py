@@ -6,7 +6,6 @@ import asyncio
 import builtins
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -15,7 +14,7 @@ import websockets
 from websockets.asyncio.client import connect as ws_connect
 
 import tests.apps.sessions as app
-from tests.conftest import TIMEOUT
+from tests.conftest import TIMEOUT, serve_both_ways
 from tether import server, testing
 from tether.client import AsyncClient, Client
 from tether.codec import BlobMedia
@@ -24,15 +23,7 @@ from tether.protocol import session_id
 UPLINK_KEY = "sessions-uplink-key"
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[testing.ServerURL]:
-    with testing.serve("tests.apps.sessions", uplink_key=UPLINK_KEY, tcp_port=0) as url:
-        yield url
-
-
-@pytest.fixture(scope="module", params=["ws", "tcp"])
-def url(request: pytest.FixtureRequest, served: testing.ServerURL) -> str:
-    return served if request.param == "ws" else str(served.tcp)
+served, url = serve_both_ways("tests.apps.sessions", uplink_key=UPLINK_KEY)
 
 
 # -- server.session -------------------------------------------------------------------
