@@ -239,7 +239,8 @@ class Dispatcher:
         assert self.loop is not None
         ctx = contextvars.copy_context()
         ctx.run(current_call.set, state)
-        ctx.run(check_user, target)
+        if target.require_user is not False:  # it reads the session: in the call's context
+            ctx.run(check_user, target)
         session = state.session if owns_session else None
         if session is not None:
             self.sessions.call_started()
@@ -416,7 +417,8 @@ class ServerCaller:
         if isinstance(target, ServerFunction) and not target.is_async:
             ctx = contextvars.copy_context()
             ctx.run(current_call.set, state)
-            ctx.run(check_user, target)
+            if target.require_user is not False:  # it reads the session: in the call's context
+                ctx.run(check_user, target)
             result = ctx.run(target.fn, *copied_args, **copied_kwargs)
         else:
             future = asyncio.run_coroutine_threadsafe(
