@@ -87,6 +87,10 @@ class CallState:
     """Whom capabilities are signed for in this call (the calling client's session)."""
     session: Session | None = None
     """The calling client's session (shared with the nested calls)."""
+    origin: str | None = None
+    """The public origin the client reached (``https://app.example.com``), when known."""
+    request: object = None
+    """``server.request``: the ``HttpRequest`` of an HTTP endpoint's call (not nested)."""
 
 
 current_call: contextvars.ContextVar[CallState | None] = contextvars.ContextVar(

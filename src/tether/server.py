@@ -38,6 +38,13 @@ from tether.errors import (
     UplinkDisconnectedError,
 )
 from tether.functions import UserPredicate, function_registry
+from tether.http import (
+    Authenticator,
+    HttpRequest,
+    HttpResponse,
+    endpoint_registry,
+    set_authenticator,
+)
 
 __all__ = [
     "AppOfflineError",
@@ -47,6 +54,8 @@ __all__ = [
     "BlobMedia",
     "Capability",
     "ExecutionTerminatedError",
+    "HttpRequest",
+    "HttpResponse",
     "InternalError",
     "InvalidResponseError",
     "Media",
@@ -68,14 +77,19 @@ __all__ = [
     "connect",
     "context",  # noqa: F822 - a module __getattr__ attribute: the running call's context
     "disconnect",
+    "get_api_origin",
+    "get_app_origin",
     "get_session_id",
+    "http_endpoint",
     "invalidate_client_objects",
     "is_app_online",
     "loading_indicator",
     "no_loading_indicator",
     "portable_class",
+    "request",  # noqa: F822 - a module __getattr__ attribute: the HTTP endpoint's request
     "reset_session",
     "session",  # noqa: F822 - a module __getattr__ attribute: the calling client's session
+    "set_user_authenticator",
     "set_user_resolver",
     "unwrap_capability",
     "wait_forever",
@@ -111,6 +125,84 @@ def callable(
         return fn
 
     return register
+
+
+def http_endpoint(
+    path: str,
+    methods: list[str] | tuple[str, ...] = ("GET", "POST"),
+    *,
+    require_credentials: bool = False,
+    authenticate_users: bool | Authenticator = False,
+    cross_site_session: bool = False,
+    enable_cors: bool = False,
+) -> Callable[[F], F]:
+    """Serves the decorated function (sync or ``async def``) at ``/_/api<path>``.
+
+    ``:name`` segments of ``path`` match one path segment each; form parameters, then
+    query parameters, then path parameters (later wins) are its keyword arguments, as
+    strings (uploaded files as ``Media``). It reads ``server.request`` and returns a
+    ``str``, bytes or ``Media``, a JSON-able value, or an :class:`HttpResponse`.
+
+    Args:
+        methods: the methods it answers (``HEAD`` comes with ``GET``); others get a 405.
+        require_credentials: HTTP Basic credentials are required (401 without); they
+            are in ``server.request.username`` / ``.password``.
+        authenticate_users: check them too: True uses the function given to
+            :func:`set_user_authenticator`, or give a function
+            ``f(username, password) -> user or None``. A None user is a 401; the user is
+            ``server.request.user``.
+        cross_site_session: requests from another site's pages get the browser's session
+            too (by default they get a fresh one, so another site cannot act in it).
+        enable_cors: any origin's scripts may call it (CORS headers, ``OPTIONS``
+            preflight); with ``cross_site_session``, with the browser's cookie.
+    """
+
+    def register(fn: F) -> F:
+        endpoint_registry.register(
+            fn,
+            path,
+            methods,
+            require_credentials=require_credentials,
+            authenticate_users=authenticate_users,
+            cross_site_session=cross_site_session,
+            enable_cors=enable_cors,
+        )
+        return fn
+
+    return register
+
+
+def set_user_authenticator(authenticate: Authenticator | None) -> None:
+    """Sets how ``http_endpoint(authenticate_users=True)`` checks Basic credentials: a
+    function ``f(username, password)`` returning the user, or None to refuse (401)."""
+    set_authenticator(authenticate)
+
+
+def get_app_origin() -> str:
+    """The app's public origin (``https://app.example.com``): the server's ``--origin``,
+    else the one the calling client reached; in a client, the server it connected to.
+
+    Raises:
+        RuntimeError: not known here (server code outside a call, without ``--origin``).
+    """
+    state = current_call.get()
+    if state is not None and state.origin:
+        return state.origin
+    for dispatcher in reversed(_current.dispatchers):
+        if dispatcher.options.origin:
+            return str(dispatcher.options.origin)
+    if _current.client is not None:
+        origin = _current.client.client.origin
+        if origin:
+            return str(origin)
+    raise RuntimeError(
+        "the app's origin is not known outside a call: start the server with --origin URL"
+    )
+
+
+def get_api_origin() -> str:
+    """Where the app's HTTP endpoints are: ``get_app_origin() + "/_/api"``."""
+    return get_app_origin() + "/_/api"
 
 
 @overload
@@ -298,6 +390,11 @@ _SERVER = CallContext("server_module", ClientInfo("server"), StackFrame("server_
 def __getattr__(name: str) -> object:
     if name == "session":
         return _call_session().view()
+    if name == "request":
+        state = current_call.get()
+        if state is None or not isinstance(state.request, HttpRequest):
+            raise RuntimeError("server.request is only available in http_endpoint calls")
+        return state.request
     if name == "context":
         state = current_call.get()
         if state is not None:

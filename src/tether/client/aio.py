@@ -164,6 +164,13 @@ class AsyncClient:
         return self._ws is not None and self._closed_reason is None
 
     @property
+    def origin(self) -> str | None:
+        """The server's HTTP origin (``http://HOST:PORT``); None over ``tether://``."""
+        parts = urlsplit(self.url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme)
+        return f"{scheme}://{parts.netloc}" if scheme else None
+
+    @property
     def session_id(self) -> str | None:
         """This connection's session id (``server.get_session_id()`` on the server)."""
         return None if self.session_token is None else session_id(self.session_token)

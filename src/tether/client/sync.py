@@ -65,6 +65,11 @@ class Client:
         return await asyncio.wrap_future(self.aio.call_threadsafe(name, args, kwargs))
 
     @property
+    def origin(self) -> str | None:
+        """The server's HTTP origin; see :attr:`AsyncClient.origin`."""
+        return self.aio.origin
+
+    @property
     def session_id(self) -> str | None:
         """This connection's session id; see :attr:`AsyncClient.session_id`."""
         return self.aio.session_id

@@ -13,7 +13,9 @@ from starlette.applications import Starlette
 
 from tether.errors import FrameTooLarge, RemoteProtocolError, SessionExpiredError
 from tether.protocol import SUBPROTOCOL, Frame
+from tether.runtime.assets import STATIC_PREFIX, AppPage, use_assets
 from tether.runtime.dispatcher import Dispatcher, ServerOptions
+from tether.runtime.endpoints import API_PREFIX, EndpointServer
 from tether.runtime.network import GeoIP, TrustedProxies
 from tether.runtime.peer import Peer
 from tether.runtime.sessions import COOKIE, DEFAULT_TIMEOUT, SessionSlot
@@ -32,8 +34,6 @@ WEBSOCKET_PATHS = {"/_/ws": "tether", "/_/uplink": "uplink"}
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
-NO_SESSION_PREFIX = "/_/static/"
-"""Static assets need no session (and must stay cacheable)."""
 
 
 class TetherApp:
@@ -45,6 +45,9 @@ class TetherApp:
         self.proxies = TrustedProxies(options.trusted_proxies)
         self.geoip = GeoIP(options.geoip) if options.geoip else None
         self.http = Starlette()
+        self.assets = use_assets(options.static_dir, dev=options.dev)
+        self.page = AppPage(self.assets)
+        self.endpoints = EndpointServer(self)
         self.tcp: TcpListener | None = None
         self.tcp_address: tuple[str, int] | None = None
         """Where the TCP port listens, once the lifespan started it."""
@@ -67,13 +70,17 @@ class TetherApp:
         await self.http(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: SendMessage) -> None:
-        """Every page and endpoint shares the browser's session: a request without a
-        live session cookie gets a new session and the cookie with its answer."""
-        if scope["path"].startswith(NO_SESSION_PREFIX):
-            await self.http(scope, receive, send)
+        """Static assets need no session (and stay cacheable); endpoints make one only when
+        they use it; any other page shares the browser's session: a request without a live
+        session cookie gets a new session and the cookie with its answer."""
+        path = scope["path"]
+        if path.startswith(STATIC_PREFIX):
+            await self.assets.files(scope, receive, send)
             return
-        headers = _headers(scope)
-        slot, cookie = await self._browser_session(scope, headers)
+        if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+            await self.endpoints(scope, receive, send)
+            return
+        slot, cookie = await self._browser_session(scope)
         scope["tether.session"] = slot
 
         async def send_with_cookie(message: Message) -> None:
@@ -82,32 +89,52 @@ class TetherApp:
                 message["headers"] = [*message.get("headers", ()), (b"set-cookie", cookie)]
             await send(message)
 
-        await self.http(scope, receive, send_with_cookie)
+        if path == "/":
+            await self.page(scope, receive, send_with_cookie)
+        else:
+            await self.http(scope, receive, send_with_cookie)
 
-    async def _browser_session(
-        self, scope: Scope, headers: dict[bytes, bytes]
-    ) -> tuple[SessionSlot, bytes | None]:
+    async def cookie_session(self, scope: Scope) -> SessionSlot | None:
+        """The live session the request's cookie names (marked used), else None."""
+        token = cookie_token(scope)
+        if token is None:
+            return None
+        sessions = self.dispatcher.sessions
+        slot = sessions.slot(token) or await sessions.resume(token)
+        try:
+            slot.check()
+        except SessionExpiredError:
+            return None
+        return slot
+
+    async def _browser_session(self, scope: Scope) -> tuple[SessionSlot, bytes | None]:
         """The session a browser's cookie names (marked used), or a new one and the
         ``Set-Cookie`` that gives it, when the cookie is missing, expired or unknown."""
-        sessions = self.dispatcher.sessions
-        token = _cookie(headers, COOKIE)
-        if token is not None:
-            slot = sessions.slot(token) or await sessions.resume(token)
-            try:
-                slot.check()
-            except SessionExpiredError:
-                pass
-            else:
-                return slot, None
-        fresh = sessions.slot(None)
+        slot = await self.cookie_session(scope)
+        if slot is not None:
+            return slot, None
+        fresh = self.dispatcher.sessions.slot(None)
         assert fresh is not None
-        return fresh, self._set_cookie(scope, headers, fresh.token)
+        return fresh, self.set_cookie(scope, fresh.token)
 
-    def _set_cookie(self, scope: Scope, headers: dict[bytes, bytes], token: str) -> bytes:
+    def set_cookie(self, scope: Scope, token: str) -> bytes:
+        """The ``Set-Cookie`` value that gives the browser session ``token``."""
         cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
-        if self._scheme(scope, headers) in ("https", "wss"):
+        if self._scheme(scope, _headers(scope)) in ("https", "wss"):
             cookie += "; Secure"
         return cookie.encode()
+
+    def public_origin(self, scope: Scope) -> str:
+        """The app's origin as the client reached it (``--origin`` when configured)."""
+        if self.options.origin:
+            return self.options.origin
+        headers = _headers(scope)
+        scheme = {"ws": "http", "wss": "https"}.get(s := self._scheme(scope, headers), s)
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not host:
+            server = scope.get("server")
+            host = f"{server[0]}:{server[1]}" if server else "localhost"
+        return f"{scheme}://{host}"
 
     def _scheme(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
         """The scheme the client used: ``X-Forwarded-Proto`` from a trusted proxy wins."""
@@ -192,7 +219,7 @@ class TetherApp:
         slot: SessionSlot | None = None
         accept: dict[str, object] = {"type": "websocket.accept", "subprotocol": subprotocol}
         if browser:
-            slot, cookie = await self._browser_session(scope, headers)
+            slot, cookie = await self._browser_session(scope)
             if cookie is not None:
                 accept["headers"] = [(b"set-cookie", cookie)]
         await send(accept)
@@ -212,6 +239,7 @@ class TetherApp:
             subprotocol=subprotocol,
             browser=browser,
             slot=slot,
+            origin=self.public_origin(scope),
             location=self.geoip.locate(ip) if self.geoip is not None and ip else None,
         )
         code, reason = 1000, ""
@@ -243,6 +271,11 @@ class TetherApp:
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope.get("headers") or ())
+
+
+def cookie_token(scope: Scope) -> str | None:
+    """The session token of the request's cookie, if it has exactly one."""
+    return _cookie(_headers(scope), COOKIE)
 
 
 def _cookie(headers: dict[bytes, bytes], name: str) -> str | None:
@@ -283,6 +316,9 @@ def create_app(
     session_timeout: float = DEFAULT_TIMEOUT,
     trusted_proxies: tuple[str, ...] | list[str] = (),
     geoip: str | None = None,
+    static_dir: str | None = None,
+    origin: str | None = None,
+    max_request_bytes: int = 16 * 1024 * 1024,
 ) -> TetherApp:
     """Returns the ASGI application serving the functions registered in this process.
 
@@ -309,6 +345,11 @@ def create_app(
             ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed.
         geoip: a MaxMind GeoIP2/GeoLite2 City ``.mmdb`` file: ``context.client.location``
             (needs ``pip install tether[geoip]``).
+        static_dir: the folder served at ``/_/static/`` with cache-busted URLs; its
+            ``index.html`` is the app page at ``/``.
+        origin: the public origin (``https://app.example.com``) of an app behind a proxy
+            that changes it, for ``get_app_origin()``; None: the one each request reached.
+        max_request_bytes: the largest request body an HTTP endpoint accepts (413 beyond).
 
     Run it under any ASGI server (``uvicorn``) or mount it in Starlette/FastAPI.
     """
@@ -332,5 +373,8 @@ def create_app(
         session_timeout=session_timeout,
         trusted_proxies=tuple(trusted_proxies),
         geoip=geoip,
+        static_dir=static_dir,
+        origin=origin.rstrip("/") if origin else None,
+        max_request_bytes=max_request_bytes,
     )
     return TetherApp(options)

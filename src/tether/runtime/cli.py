@@ -70,6 +70,26 @@ def main() -> None:
     help="A reverse proxy (address or network) whose X-Forwarded-For is believed.",
 )
 @click.option("--geoip", help="A GeoIP2/GeoLite2 City .mmdb file for context.client.location.")
+@click.option(
+    "--static",
+    "static_dir",
+    type=click.Path(file_okay=False),
+    help="The folder served at /_/static/ (its index.html is the page at /)"
+    " [default: static/ beside APP].",
+)
+@click.option(
+    "--origin",
+    envvar="TETHER_ORIGIN",
+    help="The app's public origin behind a proxy (https://app.example.com), for"
+    " get_app_origin() [default: the one each request reached].",
+)
+@click.option(
+    "--max-request-bytes",
+    default=16 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Largest request body an HTTP endpoint accepts (413 beyond).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     app: str,
@@ -91,14 +111,20 @@ def serve(
     session_timeout: float,
     trusted_proxy: tuple[str, ...],
     geoip: str | None,
+    static_dir: str | None,
+    origin: str | None,
+    max_request_bytes: int,
     log_level: str,
 ) -> None:
     """Serve APP: a module name, a package, a .py file, or a folder holding app.py."""
     from tether.runtime.app import create_app
+    from tether.runtime.assets import use_assets
     from tether.runtime.loader import load_app
     from tether.runtime.serving import serve_forever
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    static = static_dir or str(default_static_dir(app))
+    use_assets(static, dev=dev)  # static_url() works while APP is imported
     try:
         load_app(app)
         limits = Limits(max_frame_bytes, max_depth, max_objects, max_int_digits, max_media_bytes)
@@ -116,6 +142,9 @@ def serve(
             session_timeout=session_timeout,
             trusted_proxies=trusted_proxy,
             geoip=geoip,
+            static_dir=static,
+            origin=origin,
+            max_request_bytes=max_request_bytes,
         )
     except (ImportError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -125,8 +154,25 @@ def serve(
     click.echo(
         f"Store: {asgi.dispatcher.store.url}; sessions expire after {session_timeout:g} s idle"
     )
+    has_static = Path(static).is_dir()
+    page = " (and / from its index.html)" if (Path(static) / "index.html").is_file() else ""
+    click.echo(
+        f"Static files: {static} at /_/static/{page}"
+        if has_static
+        else f"Static files: none ({static} does not exist)"
+    )
     sys.stdout.flush()
     serve_forever(asgi, host, port, log_level=log_level)
+
+
+def default_static_dir(app: str) -> Path:
+    """``APP/static`` for a folder, ``FOLDER/static`` for a file, ``./static`` for a module."""
+    path = Path(app)
+    if path.is_dir():
+        return path / "static"
+    if path.is_file():
+        return path.parent / "static"
+    return Path("static")
 
 
 def default_data_dir(app: str) -> Path:

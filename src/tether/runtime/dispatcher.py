@@ -65,6 +65,11 @@ class ServerOptions:
         trusted_proxies: addresses (or networks) of reverse proxies whose
             ``X-Forwarded-For`` gives the client's address.
         geoip: a MaxMind ``.mmdb`` database that gives ``context.client.location``.
+        static_dir: the folder served at ``/_/static/`` (its ``index.html`` is the app
+            page at ``/``); None serves none.
+        origin: the app's public origin (``https://app.example.com``) when a proxy in front
+            changes it; None: the one each request reached.
+        max_request_bytes: the largest body an HTTP endpoint accepts (413 beyond).
     """
 
     uplink_key: str | None = None
@@ -83,6 +88,9 @@ class ServerOptions:
     session_timeout: float = DEFAULT_TIMEOUT
     trusted_proxies: tuple[str, ...] = ()
     geoip: str | None = None
+    static_dir: str | None = None
+    origin: str | None = None
+    max_request_bytes: int = 16 * 1024 * 1024
 
 
 class Dispatcher:
@@ -262,11 +270,30 @@ class Dispatcher:
         """Runs ``name`` wherever it lives, for arguments that are already copies."""
         target = self.require(name)
         if isinstance(target, ServerFunction):
-            assert self.loop is not None
-            future: asyncio.Future[object] = self.loop.create_future()
-            self.start_local(target, args, kwargs, state, functools.partial(_settle, future))
-            return await future
+            return await self.run_local(target, args, kwargs, state)
         return await target.call_peer(name, args, kwargs, state)
+
+    async def run_local(
+        self,
+        target: ServerFunction,
+        args: list[object],
+        kwargs: dict[str, object],
+        state: CallState,
+        *,
+        owns_session: bool = False,
+    ) -> object:
+        """Runs a local function (see :meth:`start_local`) and returns its result."""
+        assert self.loop is not None
+        future: asyncio.Future[object] = self.loop.create_future()
+        self.start_local(
+            target,
+            args,
+            kwargs,
+            state,
+            functools.partial(_settle, future),
+            owns_session=owns_session,
+        )
+        return await future
 
 
 def _saving(
@@ -340,7 +367,9 @@ def nested_state(outer: CallState | None, caller: ServerCaller) -> CallState:
     )
     if outer is None:
         return CallState(context, caller)
-    return CallState(context, caller, cap_session=outer.cap_session, session=outer.session)
+    return CallState(
+        context, caller, cap_session=outer.cap_session, session=outer.session, origin=outer.origin
+    )
 
 
 def invalidate_session(session: CapabilitySession | None) -> None:

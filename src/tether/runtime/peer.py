@@ -82,9 +82,12 @@ class Peer:
         browser: bool = False,
         slot: SessionSlot | None = None,
         location: Location | None = None,
+        origin: str | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.browser = browser
+        self.origin = origin
+        """The app's public origin as this connection reached it (``get_app_origin()``)."""
         self.location = location
         self.slot = slot
         """Which session this connection's calls use (set at the handshake)."""
@@ -323,6 +326,7 @@ class Peer:
                 dispatcher.caller,
                 cap_session=self.cap_session,
                 session=CallSession(self.slot),
+                origin=self.origin,
             )
             target = dispatcher.require(call.command)
             if isinstance(target, ServerFunction):
