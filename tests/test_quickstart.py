@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 
 from tests.conftest import ROOT, TIMEOUT
@@ -36,6 +40,39 @@ def test_quickstart_client_against_tether_serve(
     assert lines[3].startswith("bought: 3 x Item(2, 'kettle'")
     assert lines[4] == "OutOfStock raised as itself: item 99 is out of stock"
     assert lines[5] == "sum: inf"
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as answer:
+        return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
+
+
+def test_quickstart_page_assets_and_endpoints(
+    tether_serve: Callable[..., tuple[object, int]],
+) -> None:
+    _, port = tether_serve("examples/quickstart")
+    origin = f"http://127.0.0.1:{port}"
+
+    status, headers, page = get(origin + "/")
+    assert status == 200
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert headers["set-cookie"].startswith("tether-session=")
+    css = (ROOT / "examples/quickstart/static/css/app.css").read_bytes()
+    version = hashlib.sha256(css).hexdigest()[:16]
+    assert f'href="/_/static/css/app.css?v={version}"' in page.decode()
+    [script] = re.findall(r'src="(/_/static/js/app\.js\?v=[0-9a-f]{16})"', page.decode())
+
+    status, headers, body = get(f"{origin}/_/static/css/app.css?v={version}")
+    assert (status, body) == (200, css)
+    assert headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert "set-cookie" not in headers
+    assert get(origin + script)[0] == 200
+
+    status, headers, body = get(origin + "/_/api/items")
+    assert headers["content-type"] == "application/json"
+    assert [item["name"] for item in json.loads(body)] == ["teapot", "kettle"]
+    _, _, body = get(origin + "/_/api/items/1/price?currency=USD")
+    assert json.loads(body) == {"item": 1, "cents": 1999, "currency": "USD"}
 
 
 def test_client_without_a_server_fails_clearly() -> None:

@@ -47,3 +47,28 @@ def buy(item_id: int, quantity: int = 1) -> dict[str, object]:
 async def slow_sum(numbers: list[float]) -> float:
     await asyncio.sleep(0.01)  # async server functions run on the event loop
     return sum(numbers)
+
+
+# -- HTTP endpoints: the page's script (static/js/app.js) reads these ----------------------
+
+
+@server.http_endpoint("/items")
+def items_json() -> list[dict[str, object]]:
+    """GET /_/api/items: the stock as JSON (portable objects are for server functions)."""
+    return [{"id": item.id, "name": item.name, "tags": item.tags} for item in STOCK.values()]
+
+
+@server.http_endpoint("/items/:item_id/price")
+def item_price(item_id: str, currency: str = "EUR") -> server.HttpResponse | dict[str, object]:
+    """GET /_/api/items/1/price: path parameters arrive as strings."""
+    if not item_id.isdigit() or int(item_id) not in STOCK:
+        return server.HttpResponse(404, {"error": f"no item {item_id}"})
+    money = price(STOCK[int(item_id)])
+    return {"item": int(item_id), "cents": money.amount_cents, "currency": currency}
+
+
+@server.http_endpoint("/visits")
+def visits() -> dict[str, int]:
+    """GET /_/api/visits: counts this browser's visits in its session (a cookie)."""
+    server.session["visits"] = int(server.session.get("visits", 0)) + 1
+    return {"visits": server.session["visits"]}
