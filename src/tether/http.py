@@ -128,6 +128,11 @@ class Endpoint:
         return ", ".join(self.methods)
 
 
+def is_token(name: str) -> bool:
+    """An HTTP method or header name: an RFC 9110 token."""
+    return bool(_TOKEN.match(name))
+
+
 def split_path(path: str) -> list[str]:
     """``/a/b`` -> ``["a", "b"]``; ``/`` -> ``[""]``."""
     return path[1:].split("/")
@@ -173,7 +178,7 @@ def normalize_methods(methods: object) -> tuple[str, ...]:
         raise ValueError(f"http_endpoint methods must be a list of names, got {methods!r}")
     names: list[str] = []
     for method in methods:
-        if not isinstance(method, str) or not _TOKEN.match(method):
+        if not isinstance(method, str) or not is_token(method):
             raise ValueError(f"not an HTTP method: {method!r}")
         upper = method.upper()
         if upper not in names:

@@ -13,7 +13,6 @@ def static_url(path: str) -> str:
     with ``--dev``). Never raises: a missing file gives ``?v=error-missing-file``, a
     folder ``?v=error-is-a-directory``, each logged once as a warning.
     """
-    from tether.runtime.assets import Assets, current_assets
+    from tether.runtime.assets import current_assets, no_assets
 
-    assets = current_assets() or Assets(None)
-    return assets.url(path)
+    return (current_assets() or no_assets()).url(path)

@@ -32,10 +32,13 @@ def serve(app: str | ModuleType | Any = None, **options: Any) -> Iterator[Server
     open.
     """
     from tether.runtime.app import TetherApp, create_app
+    from tether.runtime.assets import use_assets
     from tether.runtime.loader import load_app
     from tether.runtime.serving import serve_in_thread
 
     if isinstance(app, str):
+        # static_url() at import time sees the folder, as under ``tether serve``
+        use_assets(options.get("static_dir"), dev=bool(options.get("dev", False)))
         load_app(app)
     asgi = app if isinstance(app, TetherApp) else create_app(**options)
     with serve_in_thread(asgi) as url:

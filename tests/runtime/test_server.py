@@ -57,6 +57,22 @@ def test_sync_client_and_facade(url: str) -> None:
     assert server.call("echo", [1]) == [1]
 
 
+def test_the_app_origin_outside_a_call(url: str) -> None:
+    # Server code outside a call has no request to read it from, and no --origin here.
+    with pytest.raises(RuntimeError, match="start the server with --origin URL"):
+        server.get_app_origin()
+    server.connect(url)  # a client process: the server it connected to
+    try:
+        if url.startswith("tether://"):  # a raw TCP port has no HTTP origin
+            with pytest.raises(RuntimeError, match="--origin"):
+                server.get_app_origin()
+        else:
+            assert server.get_app_origin() == url
+            assert server.get_api_origin() == url + "/_/api"
+    finally:
+        server.disconnect()
+
+
 VALUES = {
     "none": None,
     "bools": [True, False],

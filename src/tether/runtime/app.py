@@ -100,10 +100,15 @@ class TetherApp:
         if token is None:
             return None
         sessions = self.dispatcher.sessions
-        slot = sessions.slot(token) or await sessions.resume(token)
         try:
+            slot = sessions.slot(token) or await sessions.resume(token)
             slot.check()
         except SessionExpiredError:
+            return None
+        except Exception:
+            log.exception(
+                "could not read a session from %s: it counts as expired", sessions.store.url
+            )
             return None
         return slot
 

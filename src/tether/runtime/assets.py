@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
+import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, Response
@@ -106,7 +107,6 @@ class Assets:
         self.directory = os.path.realpath(directory) if directory is not None else None
         self.dev = dev
         self._assets: dict[str, Asset] = {}
-        self._paths: dict[str, tuple[str, os.stat_result] | None] = {}
         self._held = 0
         self._warned: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -136,30 +136,26 @@ class Assets:
         except (OSError, ValueError):
             return None
 
-    def _resolve(self, path: str) -> tuple[str, os.stat_result] | None:
-        """:meth:`lookup` with the folder resolution kept (outside ``dev``), then a fresh
-        ``stat`` so a replaced file is never served with the old length."""
-        if self.dev:
-            return self.lookup(path)
-        try:
-            found = self._paths[path]
-        except KeyError:
-            found = self._paths[path] = self.lookup(path)
-            if len(self._paths) > 10_000:  # requests for many missing names: forget them
-                self._paths.clear()
-        if found is None:
+    def cached(self, path: str, now: os.stat_result) -> Asset | None:
+        """The asset known for ``path``, if the file (and the siblings read from disk)
+        did not change since."""
+        asset = self._assets.get(path)
+        if asset is None or not asset.fresh(now):
             return None
-        try:
-            return found[0], os.stat(found[0])
-        except OSError:
-            self._paths.pop(path, None)
-            return None
+        for variant in asset.encoded.values():
+            if variant.content is None:
+                try:
+                    if not _same_file(variant.stat, os.stat(variant.path)):
+                        return None
+                except OSError:
+                    return None
+        return asset
 
     def asset(self, path: str, found: tuple[str, os.stat_result]) -> Asset:
-        """The asset of a regular file, hashed again when it changed."""
+        """The asset of a regular file, hashed again when it (or a sibling) changed."""
         full, now = found
-        asset = self._assets.get(path)
-        if asset is not None and asset.fresh(now):
+        asset = self.cached(path, now)
+        if asset is not None:
             return asset
         digest, content = content_hash(full)
         plain = Variant(full, now, f'"{digest}"', self._hold(content))
@@ -191,10 +187,18 @@ class Assets:
 
     # -- static_url ---------------------------------------------------------------------
 
+    def known_hash(self, path: str) -> str | None:
+        """The hash this process last computed for ``path`` (None: none yet)."""
+        asset = self._assets.get(path)
+        return asset.hash if asset is not None else None
+
     def url(self, path: str) -> str:
         """``/_/static/<path>?v=<hash>``; never raises (see :func:`tether.static.static_url`)."""
         path = path.lstrip("/")
-        quoted = quote(path)
+        try:
+            quoted = quote(path, errors="surrogateescape")
+        except UnicodeEncodeError:  # not a name a file system gave
+            return f"{STATIC_PREFIX}?v={self._marker(repr(path), MISSING, 'is not a file name')}"
         asset = None if self.dev else self._assets.get(path)
         if asset is not None:
             return f"{STATIC_PREFIX}{quoted}?v={asset.hash}"
@@ -235,14 +239,14 @@ class AssetFiles(StaticFiles):
 
     async def __call__(self, scope: Scope, receive: Receive, send: SendMessage) -> None:
         try:
-            response = self.respond(scope)
+            response = await self.respond(scope)
         except HTTPException as exc:
             response = Response(exc.detail, exc.status_code, exc.headers)
         await response(scope, receive, send)
 
-    def respond(self, scope: Scope) -> Response:
-        """The answer to one request (runs on the loop: ``stat`` and small reads only;
-        hashing a changed big file blocks for as long as reading it).
+    async def respond(self, scope: Scope) -> Response:
+        """The answer to one request: on the loop for a known file (a ``stat``), in a
+        thread when it must be read and hashed.
 
         Raises:
             HTTPException: 404 (nothing there, or outside the folder), 405 (not GET/HEAD).
@@ -250,13 +254,15 @@ class AssetFiles(StaticFiles):
         if scope["method"] not in ("GET", "HEAD"):
             raise HTTPException(405, headers={"Allow": "GET, HEAD"})
         path = str(scope["path"])[len(STATIC_PREFIX) :]
-        found = self.assets._resolve(path)
+        found = self.assets.lookup(path)
         if found is None or not stat.S_ISREG(found[1].st_mode):
             raise HTTPException(404)
-        try:
-            asset = self.assets.asset(path, found)
-        except OSError:
-            raise HTTPException(404) from None
+        asset = self.assets.cached(path, found[1])
+        if asset is None:
+            try:
+                asset = await anyio.to_thread.run_sync(self.assets.asset, path, found)
+            except OSError:
+                raise HTTPException(404) from None
         request = Headers(scope=scope)
         variant, encoding = asset.plain, None
         if asset.encoded:
@@ -316,23 +322,35 @@ class AppPage:
 
     def __init__(self, assets: Assets) -> None:
         self.assets = assets
-        self._rendered: tuple[os.stat_result, bytes, str] | None = None
+        self._rendered: tuple[os.stat_result, dict[str, str], bytes, str] | None = None
 
     def render(self) -> tuple[bytes, str] | None:
-        """The page and its ETag, or None when there is no ``index.html``."""
+        """The page and its ETag, or None when there is no ``index.html``. Rendered again
+        when ``index.html`` changed, or the server hashed an asset it names anew."""
         found = self.assets.lookup("index.html")
         if found is None or not stat.S_ISREG(found[1].st_mode):
             return None
         cached = self._rendered
-        if cached is not None and not self.assets.dev and _same_file(cached[0], found[1]):
-            return cached[1], cached[2]
+        if (
+            cached is not None
+            and not self.assets.dev
+            and _same_file(cached[0], found[1])
+            and all(self.assets.known_hash(p) in (h, None) for p, h in cached[1].items())
+        ):
+            return cached[2], cached[3]
         with open(found[0], encoding="utf-8", errors="replace") as file:
             template = file.read()
-        page = _PLACEHOLDER.sub(
-            lambda m: html.escape(self.assets.url(m.group(1) or m.group(2) or "")), template
-        ).encode()
+        used: dict[str, str] = {}
+
+        def substitute(match: re.Match[str]) -> str:
+            path = (match.group(1) or match.group(2) or "").lstrip("/")
+            url = self.assets.url(path)
+            used[path] = url.rpartition("?v=")[2]
+            return html.escape(url)
+
+        page = _PLACEHOLDER.sub(substitute, template).encode()
         etag = f'"{hashlib.sha256(page).hexdigest()[:HASH_DIGITS]}"'
-        self._rendered = (found[1], page, etag)
+        self._rendered = (found[1], used, page, etag)
         return page, etag
 
     async def __call__(self, scope: Scope, receive: Receive, send: SendMessage) -> None:
@@ -377,3 +395,15 @@ def use_assets(directory: str | Path | None, *, dev: bool = False) -> Assets:
 
 def current_assets() -> Assets | None:
     return _current
+
+
+_none: Assets | None = None
+
+
+def no_assets() -> Assets:
+    """Where ``static_url`` looks in a process with no static folder (every file missing,
+    each warned about once)."""
+    global _none
+    if _none is None:
+        _none = Assets(None)
+    return _none

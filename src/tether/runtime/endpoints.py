@@ -27,6 +27,7 @@ from tether.http import (
     HttpResponse,
     authenticator,
     endpoint_registry,
+    is_token,
     split_path,
 )
 from tether.runtime.sessions import CallSession, SessionManager, SessionSlot
@@ -160,7 +161,9 @@ class EndpointServer:
             method=method,
             path=str(scope["path"])[len(API_PREFIX) :] or "/",
             headers=_visible(headers),
-            query_params=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
+            query_params=dict(
+                parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+            ),
             form_params=await _form(scope, body, content_type),
             body=BlobMedia(content_type or "application/octet-stream", body) if body else None,
             body_json=_json(body, content_type),
@@ -173,14 +176,16 @@ class EndpointServer:
         kwargs: dict[str, object] = {**request.form_params, **request.query_params, **path_params}
         _check_parameters(endpoint, kwargs)
 
-        cookie_slot = None
-        if endpoint.cross_site_session or not self._cross_site(scope, headers):
-            cookie_slot = await app.cookie_session(scope)
+        # A cross-site request neither uses the browser's session nor replaces its cookie.
+        own_cookie = endpoint.cross_site_session or not self._cross_site(scope, headers)
+        cookie_slot = await app.cookie_session(scope) if own_cookie else None
         session = HttpSession(app.dispatcher.sessions, cookie_slot)
         result = await self._call(scope, endpoint, request, kwargs, session)
         response = _render(endpoint, result)
-        if session.slot is not None and (
-            session.created or (cookie_slot is not None and session.slot.token != _token(scope))
+        if (
+            own_cookie
+            and session.slot is not None
+            and (session.created or session.slot.token != _token(scope))
         ):  # a new session, or reset_session(): the browser keeps its token
             response.raw_headers.append((b"set-cookie", app.set_cookie(scope, session.slot.token)))
         return response
@@ -456,11 +461,17 @@ def _render(endpoint: Endpoint, result: object) -> Response:
         status, body = result.status, result.body
         headers = {str(k).lower(): v for k, v in result.headers.items()}
     try:
-        if type(status) is not int or not 100 <= status <= 599:
-            raise ValueError(f"HttpResponse status must be an int from 100 to 599, not {status!r}")
+        if type(status) is not int or not 200 <= status <= 599:
+            raise ValueError(f"HttpResponse status must be an int from 200 to 599, not {status!r}")
         content, defaults = _content(body)
+        if status in (204, 304):
+            if content:
+                raise ValueError(f"a {status} answer has no body: got {type(body).__name__}")
+            defaults.pop("content-type", None)
         for name, value in headers.items():
-            if not isinstance(value, str) or any(c in name + value for c in "\r\n\0"):
+            if not is_token(name):
+                raise ValueError(f"not an HTTP header name: {name!r}")
+            if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
                 raise ValueError(f"header {name!r} must be a str on one line, not {value!r}")
         return Response(content, status_code=status, headers=defaults | headers)
     except (TypeError, ValueError, UnicodeEncodeError) as exc:

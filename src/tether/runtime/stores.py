@@ -64,7 +64,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def create_session(self, sid: str, now: float) -> None:
-        """Makes an empty session ``sid`` (generation 1)."""
+        """Makes an empty session ``sid`` (generation 1), unless it exists already: a save
+        may reach the store first (ids are random: never one of an older session)."""
 
     @abc.abstractmethod
     async def save_session(
@@ -111,7 +112,7 @@ class MemoryStore(Store):
         return SessionRecord(record.last_seen, record.generation, dict(record.data))
 
     async def create_session(self, sid: str, now: float) -> None:
-        self._sessions[sid] = SessionRecord(now)
+        self._sessions.setdefault(sid, SessionRecord(now))
 
     async def save_session(
         self, sid: str, changed: Mapping[str, bytes], deleted: Collection[str], now: float
@@ -249,10 +250,7 @@ class SqliteStore(Store):
         await self._run(
             functools.partial(
                 self._write,
-                [
-                    ("DELETE FROM session_data WHERE session = ?", (sid,)),
-                    ("INSERT OR REPLACE INTO sessions VALUES (?, 1, ?)", (sid, now)),
-                ],
+                [("INSERT OR IGNORE INTO sessions VALUES (?, 1, ?)", (sid, now))],
             )
         )
 
