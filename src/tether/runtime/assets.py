@@ -137,18 +137,17 @@ class Assets:
             return None
 
     def cached(self, path: str, now: os.stat_result) -> Asset | None:
-        """The asset known for ``path``, if the file (and the siblings read from disk)
-        did not change since."""
+        """The asset known for ``path``, if neither the file nor its precompressed
+        siblings changed since."""
         asset = self._assets.get(path)
         if asset is None or not asset.fresh(now):
             return None
         for variant in asset.encoded.values():
-            if variant.content is None:
-                try:
-                    if not _same_file(variant.stat, os.stat(variant.path)):
-                        return None
-                except OSError:
+            try:
+                if not _same_file(variant.stat, os.stat(variant.path)):
                     return None
+            except OSError:
+                return None
         return asset
 
     def asset(self, path: str, found: tuple[str, os.stat_result]) -> Asset:
