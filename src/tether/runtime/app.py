@@ -5,30 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 
 from tether.errors import FrameTooLarge, RemoteProtocolError, SessionExpiredError
 from tether.protocol import SUBPROTOCOL, Frame
+from tether.runtime.asgi import Message, Receive, Scope, SendMessage, raw_headers
 from tether.runtime.assets import STATIC_PREFIX, AppPage, use_assets
 from tether.runtime.dispatcher import Dispatcher, ServerOptions
 from tether.runtime.endpoints import API_PREFIX, EndpointServer
 from tether.runtime.network import GeoIP, TrustedProxies
 from tether.runtime.peer import Peer
-from tether.runtime.sessions import COOKIE, DEFAULT_TIMEOUT, SessionSlot
+from tether.runtime.sessions import COOKIE, DEFAULT_TIMEOUT, SessionSlot, cookie_token
 from tether.runtime.tcp import TcpListener
 
 __all__ = ["TetherApp", "create_app"]
 
 log = logging.getLogger("tether")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-SendMessage = Callable[[Message], Awaitable[None]]
 
 WEBSOCKET_PATHS = {"/_/ws": "tether", "/_/uplink": "uplink"}
 CLOSE_PROTOCOL_ERROR = 1002
@@ -96,7 +91,7 @@ class TetherApp:
 
     async def cookie_session(self, scope: Scope) -> SessionSlot | None:
         """The live session the request's cookie names (marked used), else None."""
-        token = cookie_token(scope)
+        token = cookie_token(raw_headers(scope))
         if token is None:
             return None
         sessions = self.dispatcher.sessions
@@ -125,7 +120,7 @@ class TetherApp:
     def set_cookie(self, scope: Scope, token: str) -> bytes:
         """The ``Set-Cookie`` value that gives the browser session ``token``."""
         cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
-        if self._scheme(scope, _headers(scope)) in ("https", "wss"):
+        if self._scheme(scope, raw_headers(scope)) in ("https", "wss"):
             cookie += "; Secure"
         return cookie.encode()
 
@@ -133,7 +128,7 @@ class TetherApp:
         """The app's origin as the client reached it (``--origin`` when configured)."""
         if self.options.origin:
             return self.options.origin
-        headers = _headers(scope)
+        headers = raw_headers(scope)
         scheme = {"ws": "http", "wss": "https"}.get(s := self._scheme(scope, headers), s)
         host = headers.get(b"host", b"").decode("latin-1")
         if not host:
@@ -217,7 +212,7 @@ class TetherApp:
             return
         offered = scope.get("subprotocols") or ()
         subprotocol = SUBPROTOCOL if dialect == "tether" and SUBPROTOCOL in offered else None
-        headers = _headers(scope)
+        headers = raw_headers(scope)
         # A browser (it always sends Origin) shares the session of its cookie with the
         # page and the HTTP endpoints; without one, it gets a new session and the cookie.
         browser = dialect == "tether" and b"origin" in headers
@@ -272,29 +267,6 @@ class TetherApp:
                 await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
             except Exception:  # already gone
                 log.debug("close failed", exc_info=True)
-
-
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return dict(scope.get("headers") or ())
-
-
-def cookie_token(scope: Scope) -> str | None:
-    """The session token of the request's cookie, if it has exactly one."""
-    return _cookie(_headers(scope), COOKIE)
-
-
-def _cookie(headers: dict[bytes, bytes], name: str) -> str | None:
-    """The value of cookie ``name``, if the request carries it exactly once: a second one
-    (set by a sibling subdomain to fix a session on this app) voids both."""
-    raw = headers.get(b"cookie")
-    if not raw:
-        return None
-    found = [
-        value
-        for key, sep, value in (p.strip().partition("=") for p in raw.decode("latin-1").split(";"))
-        if sep and key == name and value
-    ]
-    return found[0] if len(found) == 1 else None
 
 
 def _frame_of(message: Message) -> Frame:

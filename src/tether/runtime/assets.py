@@ -22,11 +22,9 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, quote
 
 import anyio.to_thread
@@ -35,14 +33,12 @@ from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 
+from tether.runtime.asgi import Receive, Scope, SendMessage
+
 __all__ = ["STATIC_PREFIX", "AppPage", "Assets", "use_assets"]
 
 log = logging.getLogger("tether")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-SendMessage = Callable[[Message], Awaitable[None]]
 
 STATIC_PREFIX = "/_/static/"
 MISSING = "error-missing-file"

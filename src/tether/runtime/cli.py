@@ -166,23 +166,23 @@ def serve(
 
 
 def default_static_dir(app: str) -> Path:
-    """``APP/static`` for a folder, ``FOLDER/static`` for a file, ``./static`` for a module."""
-    path = Path(app)
-    if path.is_dir():
-        return path / "static"
-    if path.is_file():
-        return path.parent / "static"
-    return Path("static")
+    """``static/`` beside APP (``./static`` for a module name)."""
+    return beside_app(app, "static")
 
 
 def default_data_dir(app: str) -> Path:
-    """``APP/.tether`` for a folder, ``FOLDER/.tether`` for a file, ``./.tether`` for a module."""
+    """``.tether/`` beside APP (``./.tether`` for a module name)."""
+    return beside_app(app, ".tether")
+
+
+def beside_app(app: str, name: str) -> Path:
+    """``APP/name`` for a folder, ``FOLDER/name`` for a file, ``./name`` for a module."""
     path = Path(app)
     if path.is_dir():
-        return path / ".tether"
+        return path / name
     if path.is_file():
-        return path.parent / ".tether"
-    return Path(".tether")
+        return path.parent / name
+    return Path(name)
 
 
 if __name__ == "__main__":  # pragma: no cover

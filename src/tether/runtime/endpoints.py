@@ -7,8 +7,8 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote
 
 import orjson
@@ -30,7 +30,8 @@ from tether.http import (
     is_token,
     split_path,
 )
-from tether.runtime.sessions import CallSession, SessionManager, SessionSlot
+from tether.runtime.asgi import Message, Receive, Scope, SendMessage, raw_headers
+from tether.runtime.sessions import COOKIE, CallSession, SessionManager, SessionSlot, cookie_token
 
 if TYPE_CHECKING:
     from tether.runtime.app import TetherApp
@@ -39,10 +40,6 @@ __all__ = ["API_PREFIX", "EndpointServer"]
 
 log = logging.getLogger("tether")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-SendMessage = Callable[[Message], Awaitable[None]]
 
 API_PREFIX = "/_/api"
 NOT_FOUND = "No matching API endpoint"
@@ -168,7 +165,7 @@ class EndpointServer:
             body=BlobMedia(content_type or "application/octet-stream", body) if body else None,
             body_json=_json(body, content_type),
             origin=app.public_origin(scope),
-            remote_address=app.client_ip(scope, _raw_headers(scope)),
+            remote_address=app.client_ip(scope, raw_headers(scope)),
             username=username,
             password=password,
             user=user,
@@ -185,7 +182,7 @@ class EndpointServer:
         if (
             own_cookie
             and session.slot is not None
-            and (session.created or session.slot.token != _token(scope))
+            and (session.created or session.slot.token != cookie_token(raw_headers(scope)))
         ):  # a new session, or reset_session(): the browser keeps its token
             response.raw_headers.append((b"set-cookie", app.set_cookie(scope, session.slot.token)))
         return response
@@ -288,10 +285,6 @@ class EndpointServer:
 # -- reading the request ----------------------------------------------------------------
 
 
-def _raw_headers(scope: Scope) -> dict[bytes, bytes]:
-    return dict(scope.get("headers") or ())
-
-
 def _headers(scope: Scope) -> dict[str, str]:
     """Lower-case names; a repeated header's values joined with ``", "`` (cookies: ``"; "``)."""
     found: dict[str, str] = {}
@@ -307,8 +300,6 @@ def _headers(scope: Scope) -> dict[str, str]:
 def _visible(headers: dict[str, str]) -> dict[str, str]:
     """The headers endpoint code sees: without Tether's session cookie (a page's script
     cannot read it: an endpoint that echoes headers must not hand it out)."""
-    from tether.runtime.sessions import COOKIE
-
     cookie = headers.get("cookie")
     if cookie is None or COOKIE not in cookie:
         return headers
@@ -323,12 +314,6 @@ def _visible(headers: dict[str, str]) -> dict[str, str]:
     else:
         del visible["cookie"]
     return visible
-
-
-def _token(scope: Scope) -> str | None:
-    from tether.runtime.app import cookie_token
-
-    return cookie_token(scope)
 
 
 def _api_path(scope: Scope) -> str:

@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -39,6 +39,7 @@ __all__ = [
     "SessionManager",
     "SessionSlot",
     "SessionView",
+    "cookie_token",
 ]
 
 log = logging.getLogger("tether")
@@ -462,3 +463,17 @@ class CallSession:
     async def save(self) -> None:
         if self._view is not None:
             await self.slot.manager.save(*self._view)
+
+
+def cookie_token(headers: Mapping[bytes, bytes]) -> str | None:
+    """The session token of a request's ``tether-session`` cookie, if it carries exactly
+    one: a second one (set by a sibling subdomain to fix a session on this app) voids both."""
+    raw = headers.get(b"cookie")
+    if not raw:
+        return None
+    found = [
+        value
+        for key, sep, value in (p.strip().partition("=") for p in raw.decode("latin-1").split(";"))
+        if sep and key == COOKIE and value
+    ]
+    return found[0] if len(found) == 1 else None
