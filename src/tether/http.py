@@ -26,7 +26,7 @@ Authenticator = Callable[[str, str], object]
 
 _PARAM = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-"""An HTTP method is a token (RFC 9110 §5.6.2)."""
+"""HTTP methods and header names are tokens (RFC 9110 §5.6.2)."""
 
 
 class HttpResponse:
@@ -70,7 +70,7 @@ class HttpRequest:
 
     method: str
     path: str
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # Authorization...
     query_params: dict[str, str] = field(default_factory=dict)
     form_params: dict[str, object] = field(default_factory=dict)
     body: Media | None = None
@@ -270,4 +270,5 @@ def set_authenticator(fn: Authenticator | None) -> None:
 
 
 def authenticator() -> Authenticator | None:
+    """The function given to :func:`set_authenticator`, if any."""
     return _authenticator

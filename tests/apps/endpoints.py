@@ -152,7 +152,22 @@ RETURNS: dict[str, Callable[[], object]] = {
     "bad-header-name": lambda: server.HttpResponse(200, "x", {"X Bad": "v"}),
     "not-modified-with-body": lambda: server.HttpResponse(304, "stale body"),
     "no-content-with-body": lambda: server.HttpResponse(204, "stale body"),
+    "control-character": lambda: server.HttpResponse(200, "x", {"X-Bad": "a\x01b"}),
+    "bad-media-type": lambda: BlobMedia("text/plain\r\nX-Evil: 1", b"x"),
+    "content-length": lambda: server.HttpResponse(200, "abc", {"Content-Length": "10"}),
+    "transfer-encoding": lambda: server.HttpResponse(200, "abc", {"Transfer-Encoding": "chunked"}),
+    "broken-media": lambda: BrokenMedia(),
 }
+
+
+class BrokenMedia(BlobMedia):
+    """Media whose bytes cannot be read."""
+
+    def __init__(self) -> None:
+        super().__init__("text/plain", b"")
+
+    def get_bytes(self) -> bytes:
+        raise OSError("the disk went away")
 
 
 @server.http_endpoint("/t/return/:kind")
@@ -267,6 +282,11 @@ async def count_async() -> int:
 @server.http_endpoint("/t/count-xsite", cross_site_session=True)
 def count_cross_site() -> int:
     return count()
+
+
+@server.http_endpoint("/t/read-session")
+def read_session() -> object:
+    return session().get("n")  # reading only: no session is made for it
 
 
 @server.http_endpoint("/t/untouched")

@@ -39,12 +39,18 @@ STATIC_HEADERS = {
     "accept-ranges",
     "content-length",
     "content-type",
+    "x-content-type-options",
 }
 COOKIE = re.compile(r"tether-session=[A-Za-z0-9_\-]+; Path=/; HttpOnly; SameSite=Lax")
 
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+def sibling_tag(plain: bytes, encoding: str, sibling: bytes) -> str:
+    """The ETag of a precompressed sibling: the file's hash, the coding, its own hash."""
+    return f'"{digest(plain)}-{encoding}-{digest(sibling)[:8]}"'
 
 
 def versioned(name: str, data: bytes) -> str:
@@ -429,8 +435,8 @@ def test_a_precompressed_sibling_is_sent_when_accepted(
     assert body == expected
     assert response.headers["vary"] == "Accept-Encoding"
     assert response.headers.get("content-encoding") == encoding
-    tag = digest(JS) if encoding is None else f"{digest(JS)}-{encoding}"
-    assert response.headers["etag"] == f'"{tag}"'
+    tag = f'"{digest(JS)}"' if encoding is None else sibling_tag(JS, encoding, expected)
+    assert response.headers["etag"] == tag
     assert response.headers["cache-control"] == IMMUTABLE
     assert response.headers["content-type"].startswith(str(mimetypes.guess_type("app.js")[0]))
     assert response.headers["content-length"] == str(len(expected))
@@ -445,7 +451,7 @@ def test_a_sibling_older_than_the_file_is_ignored(compressed: Path) -> None:
         response, body = raw_get(client, "/_/static/app.js", **{"accept-encoding": "br, gzip"})
         assert response.headers["content-encoding"] == "gzip"
         assert body == (compressed / "app.js.gz").read_bytes()
-        tag = f'"{digest(JS)}-gzip"'
+        tag = sibling_tag(JS, "gzip", (compressed / "app.js.gz").read_bytes())
         response, body = raw_get(
             client, "/_/static/app.js", **{"accept-encoding": "gzip", "if-none-match": tag}
         )
@@ -498,7 +504,7 @@ def test_the_app_page_fills_in_static_url_and_nothing_else(static: Path) -> None
         assert b"{{ other }}" in response.content
         assert b"{{ static_url('x') + evil }}" in response.content
         assert response.headers["content-type"] == "text/html; charset=utf-8"
-        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["cache-control"] == "private, no-cache"  # it sets a cookie
         etag = response.headers["etag"]
         assert re.fullmatch(r'"[0-9a-f]{16}"', etag)
         assert COOKIE.fullmatch(response.headers["set-cookie"])
@@ -509,7 +515,7 @@ def test_the_app_page_fills_in_static_url_and_nothing_else(static: Path) -> None
         assert cached.status_code == 304
         assert cached.content == b""
         assert cached.headers["etag"] == etag
-        assert cached.headers["cache-control"] == "no-cache"
+        assert cached.headers["cache-control"] == "private, no-cache"
         head = client.head("/")
         assert head.status_code == 200
         assert head.content == b""
@@ -611,3 +617,79 @@ def test_testing_serve_gives_static_url_the_folder_while_importing(
         assert imported == versioned("css/app.css", CSS)
     finally:
         sys.modules.pop(module, None)
+
+
+# -- one spelling per file, bounded caches ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling", ["css//app.css", "css/app.css/", "/css/app.css", "css\\app.css"]
+)
+def test_only_the_canonical_spelling_of_a_path_is_served(static: Path, spelling: str) -> None:
+    # Each spelling would be one more cache entry and one more hash of the file.
+    with serving(static) as client:
+        assert client.get("/_/static/css/app.css").status_code == 200
+        assert client.get("/_/static/" + spelling).status_code == 404
+
+
+def test_static_url_gives_the_canonical_spelling(static: Path) -> None:
+    assets = Assets(static)
+    assert assets.url("css//app.css") == versioned("css/app.css", CSS)
+    assert assets.url("./css/app.css") == versioned("css/app.css", CSS)
+
+
+def test_an_unreadable_sibling_is_skipped(static: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (static / "js" / "app.js.gz").write_bytes(gzip.compress(JS))
+    real = assets_module.content_hash
+
+    def failing(path: str) -> tuple[str, bytes | None]:
+        if path.endswith(".gz"):
+            raise PermissionError(f"cannot read {path}")
+        return real(path)
+
+    monkeypatch.setattr(assets_module, "content_hash", failing)
+    assets = Assets(static)
+    found = assets.lookup("js/app.js")
+    assert found is not None
+    for n in range(3):  # served without it, every time, and nothing leaks from the budget
+        os.utime(found[0], ns=(n * 10**9, n * 10**9))  # changed: hashed again
+        asset = assets.asset("js/app.js", (found[0], os.stat(found[0])))
+        assert asset.hash == digest(JS)
+        assert asset.encoded == {}
+        assert assets._held == len(JS)
+
+
+def test_missing_files_are_logged_up_to_a_bound(
+    static: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assets = Assets(static)
+    with caplog.at_level(logging.WARNING, logger="tether"):
+        for n in range(assets_module.MAX_WARNED + 50):
+            assert assets.url(f"user-input-{n}.css").endswith("?v=error-missing-file")
+    logged = [r.getMessage() for r in caplog.records if r.name == "tether"]
+    assert len(logged) == assets_module.MAX_WARNED + 1
+    assert "no longer logged" in logged[-1]
+    assert len(assets._warned) == assets_module.MAX_WARNED + 1
+    assert assets._assets == {}  # only files that exist are kept
+
+
+# -- mounted under a prefix -------------------------------------------------------------
+
+
+async def test_mounted_under_a_prefix(static: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from tether import create_app
+
+    tether_app = create_app(static_dir=str(static))
+    host = Starlette(routes=[Mount("/app", app=tether_app)])
+    transport = httpx.ASGITransport(app=host)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            asset = await client.get("/app" + versioned("css/app.css", CSS))
+            assert (asset.status_code, asset.content) == (200, CSS)
+            assert (await client.get("/app/")).status_code == 404  # no index.html: the page
+            assert (await client.get("/app/_/api/none")).text == "No matching API endpoint"
+    finally:
+        await tether_app.dispatcher.close()

@@ -336,8 +336,13 @@ def test_http_response_sets_status_and_headers(api: Api) -> None:
     ("kind", "logged"),
     [
         ("portable", "portable object"),
-        ("injection", "must be a str on one line"),
+        ("injection", "must be one line of text"),
         ("bad-status", "status must be an int"),
+        ("control-character", "must be one line of text"),
+        ("bad-media-type", "must be one line of text"),
+        ("content-length", "cannot set the header 'content-length'"),
+        ("transfer-encoding", "cannot set the header 'transfer-encoding'"),
+        ("broken-media", "the disk went away"),
     ],
 )
 def test_what_http_cannot_carry_is_a_500(
@@ -472,9 +477,14 @@ def test_cors_with_cross_site_session_names_the_origin(api: Api) -> None:
     assert response.json() == 2  # the browser's session
     assert response.headers["access-control-allow-origin"] == EVIL
     assert response.headers["access-control-allow-credentials"] == "true"
-    no_origin = api("GET", "/t/cors-session", headers={"cookie": cookie})
-    assert no_origin.headers["access-control-allow-origin"] == "*"
-    assert "access-control-allow-credentials" not in no_origin.headers
+    assert "set-cookie" not in response.headers  # cross-site: never sets the cookie
+    # Without an Origin, or with the "null" one of a sandboxed frame, no site is named;
+    # the answer varies with Origin, so no cache hands one site's answer to another.
+    for headers in ({"cookie": cookie}, {"cookie": cookie, "origin": "null"}):
+        other = api("GET", "/t/cors-session", headers=headers)
+        assert "access-control-allow-origin" not in other.headers
+        assert "access-control-allow-credentials" not in other.headers
+        assert other.headers["vary"] == "Origin"
 
 
 # -- credentials ------------------------------------------------------------------------
@@ -634,6 +644,33 @@ def test_an_endpoint_that_does_not_use_the_session_sets_no_cookie(api: Api) -> N
     assert "set-cookie" not in api("GET", "/t/untouched").headers
     cookie = browser_session(api)
     assert "set-cookie" not in api("GET", "/t/untouched", headers={"cookie": cookie}).headers
+
+
+def test_reading_an_empty_session_makes_none(api: Api) -> None:
+    response = api("GET", "/t/read-session")
+    assert (response.status_code, response.content) == (200, b"")  # None: an empty 200
+    assert "set-cookie" not in response.headers  # nothing stored, no cookie handed out
+
+
+def test_a_cross_site_request_with_cross_site_session_never_sets_the_cookie(api: Api) -> None:
+    # No cookie, a write: the session is fresh, and still the answer does not set it
+    # (a form on another site must not log the browser into a session of its choosing).
+    response = api("POST", "/t/count-xsite", headers={"origin": EVIL})
+    assert response.json() == 1
+    assert "set-cookie" not in response.headers
+
+
+def test_the_configured_origin_is_the_same_site(special_api: Api) -> None:
+    # Behind a proxy the Host is the backend's; the page's Origin is the public one.
+    first = special_api("GET", "/t/count")
+    cookie = new_cookie(first).split(";")[0]
+    headers = {"origin": SPECIAL_ORIGIN, "cookie": cookie}
+    assert special_api("POST", "/t/count", headers=headers).json() == 2
+
+
+def test_basic_credentials_that_are_not_ascii_are_a_401(api: Api) -> None:
+    response = api("GET", "/t/basic", headers={"authorization": "Basic \xe9\xe9".encode("latin-1")})
+    assert response.status_code == 401
 
 
 def test_an_unknown_cookie_gets_a_fresh_session(api: Api) -> None:

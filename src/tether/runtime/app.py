@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 
 from tether.errors import FrameTooLarge, RemoteProtocolError, SessionExpiredError
 from tether.protocol import SUBPROTOCOL, Frame
-from tether.runtime.asgi import Message, Receive, Scope, SendMessage, raw_headers
+from tether.runtime.asgi import Message, Receive, Scope, SendMessage, raw_headers, route_path
 from tether.runtime.assets import STATIC_PREFIX, AppPage, use_assets
 from tether.runtime.dispatcher import Dispatcher, ServerOptions
 from tether.runtime.endpoints import API_PREFIX, EndpointServer
@@ -50,7 +50,7 @@ class TetherApp:
     async def __call__(self, scope: Scope, receive: Receive, send: SendMessage) -> None:
         kind = scope["type"]
         if kind == "websocket":
-            dialect = WEBSOCKET_PATHS.get(scope["path"])
+            dialect = WEBSOCKET_PATHS.get(route_path(scope))
             if dialect is not None:
                 await self.dispatcher.open()
                 await self._websocket(scope, receive, send, dialect)
@@ -68,7 +68,7 @@ class TetherApp:
         """Static assets need no session (and stay cacheable); endpoints make one only when
         they use it; any other page shares the browser's session: a request without a live
         session cookie gets a new session and the cookie with its answer."""
-        path = scope["path"]
+        path = route_path(scope)
         if path.startswith(STATIC_PREFIX):
             await self.assets.files(scope, receive, send)
             return
@@ -192,7 +192,7 @@ class TetherApp:
         if origin is None:
             return True
         text = origin.decode("latin-1")
-        if text in self.options.allowed_origins:
+        if text in self.options.allowed_origins or text == self.options.origin:
             return True
         parts = urlsplit(text)
         host = headers.get(b"host", b"").decode("latin-1")

@@ -6,8 +6,9 @@ file's current hash may be cached for a year; any other revalidates with the has
 standard library, hardware-accelerated here (about 1.3 GB/s on this machine, twice
 BLAKE2b's 0.7 GB/s), and computed once per file anyway.
 
-Serving builds on Starlette's ``StaticFiles`` (path checks, ``FileResponse`` with Range and
-HEAD, ``If-None-Match``). Small files are hashed by reading them, so their bytes are kept
+Serving builds on Starlette's ``StaticFiles`` (``If-None-Match``) and its ``FileResponse``
+(Range, HEAD); paths are checked here (one spelling per file, never outside the folder).
+Small files are hashed by reading them, so their bytes are kept
 and sent from memory, which spares the thread hops of opening and reading a file per
 request; a Range request still goes through ``FileResponse``.
 """
@@ -33,7 +34,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 
-from tether.runtime.asgi import Receive, Scope, SendMessage
+from tether.runtime.asgi import Receive, Scope, SendMessage, route_path
 
 __all__ = ["STATIC_PREFIX", "AppPage", "Assets", "use_assets"]
 
@@ -52,6 +53,10 @@ MEMORY_BUDGET = 64 * 1024 * 1024
 """...until this many bytes are held; bigger or later files are read from disk."""
 ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
 """Precompressed siblings, in order of preference."""
+MAX_WARNED = 1000
+"""Missing paths ``static_url`` logs (once each) before it stops logging them."""
+PAGE_CACHE_CONTROL = "private, no-cache"
+"""The app page: it may set the session cookie, so no shared cache may keep it."""
 _CHUNK = 1024 * 1024
 
 
@@ -93,7 +98,22 @@ class Asset:
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns and a.st_ino == b.st_ino
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino) == (
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ctime_ns,
+        b.st_ino,
+    )
+
+
+def canonical(path: str) -> str | None:
+    """The one spelling of a path inside the static folder (``css/app.css``: no empty or
+    ``.`` parts, ``/`` separators), or None for one that may not be served: ``..``, a
+    hidden name (``.git``), a NUL byte."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p and p != "."]
+    if "\0" in path or any(p.startswith(".") for p in parts):
+        return None
+    return "/".join(parts)
 
 
 class Assets:
@@ -119,12 +139,10 @@ class Assets:
         None for what does not exist, and for what would leave the folder: ``..``,
         absolute paths, symlinks pointing outside, hidden names (``.git``), NUL bytes.
         """
-        if self.directory is None:
+        key = canonical(path)
+        if self.directory is None or key is None or path.startswith(("/", "\\")):
             return None
-        parts = [p for p in path.replace("\\", "/").split("/") if p]
-        if path.startswith(("/", "\\")) or any(p.startswith(".") for p in parts) or "\0" in path:
-            return None
-        full = os.path.realpath(os.path.join(self.directory, *parts))
+        full = os.path.realpath(os.path.join(self.directory, *key.split("/")))
         if full != self.directory and not full.startswith(self.directory + os.sep):
             return None
         try:
@@ -153,32 +171,35 @@ class Assets:
         if asset is not None:
             return asset
         digest, content = content_hash(full)
-        plain = Variant(full, now, f'"{digest}"', self._hold(content))
-        asset = Asset(digest, plain, media_type=mimetypes.guess_type(full)[0] or "text/plain")
+        media_type = mimetypes.guess_type(full)[0] or "application/octet-stream"
+        asset = Asset(digest, Variant(full, now, f'"{digest}"', content), media_type=media_type)
         for encoding, suffix in ENCODINGS:
             sibling = self.lookup(path + suffix)
             # a sibling older than the file was made from an older version: not served
             if (
-                sibling is not None
-                and stat.S_ISREG(sibling[1].st_mode)
-                and sibling[1].st_mtime_ns >= now.st_mtime_ns
+                sibling is None
+                or not stat.S_ISREG(sibling[1].st_mode)
+                or sibling[1].st_mtime_ns < now.st_mtime_ns
             ):
-                body = _read_small(sibling[0], sibling[1])
-                etag = f'"{digest}-{encoding}"'
-                asset.encoded[encoding] = Variant(*sibling, etag, self._hold(body))
+                continue
+            try:  # its own hash in the tag: a regenerated sibling never matches an old range
+                sibling_digest, body = content_hash(sibling[0])
+            except OSError:  # unreadable, or gone: the file is served without it
+                continue
+            etag = f'"{digest}-{encoding}-{sibling_digest[:8]}"'
+            asset.encoded[encoding] = Variant(*sibling, etag, body)
         with self._lock:
             old = self._assets.get(path)
-            if old is not None:  # replaced: its bytes are no longer held
-                self._held -= sum(len(v.content or b"") for v in (old.plain, *old.encoded.values()))
+            for variant in (old.plain, *old.encoded.values()) if old is not None else ():
+                self._held -= len(variant.content or b"")  # replaced: no longer held
+            for variant in (asset.plain, *asset.encoded.values()):
+                if variant.content is not None:
+                    if self._held + len(variant.content) > MEMORY_BUDGET:
+                        variant.content = None  # over budget: read from disk
+                    else:
+                        self._held += len(variant.content)
             self._assets[path] = asset
         return asset
-
-    def _hold(self, content: bytes | None) -> bytes | None:
-        with self._lock:
-            if content is None or self._held + len(content) > MEMORY_BUDGET:
-                return None
-            self._held += len(content)
-            return content
 
     # -- static_url ---------------------------------------------------------------------
 
@@ -188,8 +209,9 @@ class Assets:
         return asset.hash if asset is not None else None
 
     def url(self, path: str) -> str:
-        """``/_/static/<path>?v=<hash>``; never raises (see :func:`tether.static.static_url`)."""
-        path = path.lstrip("/")
+        """``/_/static/<path>?v=<hash>``; never raises (see :func:`tether.static.static_url`).
+        May read and hash the file: from ``async`` code, mind the loop for big files."""
+        path = canonical(path) or path.lstrip("/")
         try:
             quoted = quote(path, errors="surrogateescape")
         except UnicodeEncodeError:  # not a name a file system gave
@@ -210,19 +232,17 @@ class Assets:
         return f"{STATIC_PREFIX}{quoted}?v={version}"
 
     def _marker(self, path: str, marker: str, why: str) -> str:
+        """Logs a missing file or a folder once per path (the first MAX_WARNED paths:
+        ``static_url`` of names from user input must not fill memory or the log)."""
         key = (path, marker)
-        if key not in self._warned:
+        if key not in self._warned and len(self._warned) <= MAX_WARNED:
             self._warned.add(key)
-            where = self.directory or "(no static folder)"
-            log.warning("static_url(%r): %s %s", path, why, where)
+            if len(self._warned) > MAX_WARNED:
+                log.warning("static_url: more missing files than %d; no longer logged", MAX_WARNED)
+            else:
+                where = self.directory or "(no static folder)"
+                log.warning("static_url(%r): %s %s", path, why, where)
         return marker
-
-
-def _read_small(path: str, info: os.stat_result) -> bytes | None:
-    if info.st_size > IN_MEMORY_BYTES:
-        return None
-    with open(path, "rb") as file:
-        return file.read()
 
 
 class AssetFiles(StaticFiles):
@@ -236,7 +256,7 @@ class AssetFiles(StaticFiles):
         try:
             response = await self.respond(scope)
         except HTTPException as exc:
-            response = Response(exc.detail, exc.status_code, exc.headers)
+            response = Response(exc.detail, exc.status_code, exc.headers, media_type="text/plain")
         await response(scope, receive, send)
 
     async def respond(self, scope: Scope) -> Response:
@@ -248,7 +268,9 @@ class AssetFiles(StaticFiles):
         """
         if scope["method"] not in ("GET", "HEAD"):
             raise HTTPException(405, headers={"Allow": "GET, HEAD"})
-        path = str(scope["path"])[len(STATIC_PREFIX) :]
+        path = route_path(scope)[len(STATIC_PREFIX) :]
+        if canonical(path) != path:  # one URL per file: one cache entry, one hash
+            raise HTTPException(404)
         found = self.assets.lookup(path)
         if found is None or not stat.S_ISREG(found[1].st_mode):
             raise HTTPException(404)
@@ -271,6 +293,7 @@ class AssetFiles(StaticFiles):
             "cache-control": IMMUTABLE if _version(scope) == asset.hash else REVALIDATE,
             "last-modified": formatdate(variant.stat.st_mtime, usegmt=True),
             "accept-ranges": "bytes",
+            "x-content-type-options": "nosniff",
         }
         if asset.encoded:
             headers["vary"] = "Accept-Encoding"
@@ -353,7 +376,8 @@ class AppPage:
             response = Response("Method Not Allowed", 405, {"allow": "GET, HEAD"})
         else:
             try:
-                rendered = self.render()
+                # reading index.html and hashing what it names: off the loop
+                rendered = await anyio.to_thread.run_sync(self.render)
             except OSError as exc:
                 log.error("cannot read the app page: %s", exc)
                 rendered = None
@@ -363,7 +387,7 @@ class AppPage:
                 )
             else:
                 page, etag = rendered
-                headers = {"etag": etag, "cache-control": REVALIDATE}
+                headers = {"etag": etag, "cache-control": PAGE_CACHE_CONTROL}
                 if StaticFiles.is_not_modified(
                     self.assets.files, Headers(headers=headers), Headers(scope=scope)
                 ):

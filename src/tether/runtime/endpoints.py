@@ -7,6 +7,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote
@@ -30,8 +31,8 @@ from tether.http import (
     is_token,
     split_path,
 )
-from tether.runtime.asgi import Message, Receive, Scope, SendMessage, raw_headers
-from tether.runtime.sessions import COOKIE, CallSession, SessionManager, SessionSlot, cookie_token
+from tether.runtime.asgi import Message, Receive, Scope, SendMessage, raw_headers, route_path
+from tether.runtime.sessions import COOKIE, CallSession, SessionManager, SessionSlot
 
 if TYPE_CHECKING:
     from tether.runtime.app import TetherApp
@@ -49,6 +50,13 @@ TEXT = "text/plain; charset=utf-8"
 MAX_FORM_FIELDS = 1000
 """Most fields (and files) in one form; more is a 400."""
 PREFLIGHT_MAX_AGE = "600"
+FRAMING = frozenset(
+    ("content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer")
+)
+"""Headers the server writes itself: an endpoint setting them could break the framing of
+the answers that follow on the connection."""
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+"""An RFC 9110 field value: no control characters."""
 
 
 class HttpError(Exception):
@@ -62,41 +70,59 @@ class HttpError(Exception):
 
 class HttpSession:
     """The session of an endpoint's call: the cookie's when it came (and may be used),
-    else a fresh one made only when the endpoint touches ``server.session``."""
+    else a fresh one that is kept (stored, and its cookie sent) only if the endpoint
+    writes to it, resets it or asks its id: reading an empty session leaves no trace."""
 
-    __slots__ = ("_call", "created", "manager", "slot")
+    __slots__ = ("_call", "_fresh", "manager", "slot", "wants_cookie")
 
     def __init__(self, manager: SessionManager, slot: SessionSlot | None) -> None:
         self.manager = manager
         self.slot = slot
-        self.created = False
+        self.wants_cookie = False
+        """A fresh session was kept: the answer gives its cookie."""
+        self._fresh = False
         self._call = CallSession(slot) if slot is not None else None
 
     def _session(self) -> CallSession:
         if self._call is None:
-            slot = self.manager.slot(None)
-            assert slot is not None
-            slot.check()  # used: the store gets it
-            self.slot, self.created = slot, True
-            self._call = CallSession(slot)
+            token, session = self.manager.new(held=False)
+            self.slot = SessionSlot(self.manager, session, token)
+            self._call = CallSession(self.slot)
+            self._fresh = True
         return self._call
+
+    def _keep(self) -> None:
+        """The fresh session is used for real: the store and the browser get it."""
+        if self._fresh and not self.wants_cookie:
+            assert self.slot is not None
+            assert self.slot.session is not None
+            self.manager.adopt(self.slot.session)
+            self.slot.check()
+            self.wants_cookie = True
 
     @property
     def id(self) -> str:
-        return self._session().id
+        call = self._session()
+        self._keep()
+        return call.id
 
     def view(self) -> MutableMapping[str, object]:
         return self._session().view()
 
     def reset(self) -> None:
         self._session().reset()
+        self.wants_cookie = self._fresh  # (a cookie's session: its token changed)
 
     def save_blocking(self) -> None:
         if self._call is not None:
+            if self._fresh and self._call.changed():
+                self._keep()
             self._call.save_blocking()
 
     async def save(self) -> None:
         if self._call is not None:
+            if self._fresh and self._call.changed():
+                self._keep()
             await self._call.save()
 
 
@@ -119,7 +145,7 @@ class EndpointServer:
         cors = self._cors(endpoint, headers)
         try:
             if method == "OPTIONS" and endpoint.enable_cors and "OPTIONS" not in endpoint.methods:
-                response = self._preflight(endpoint, headers, cors)
+                response = self._preflight(endpoint, headers)
             elif method not in endpoint.methods:
                 raise HttpError(405, "Method Not Allowed", {"allow": endpoint.allow})
             else:
@@ -128,7 +154,14 @@ class EndpointServer:
                 )
         except HttpError as exc:
             response = _text(exc.status, str(exc), exc.headers)
-        response.headers.update(cors)
+        except Exception:  # a bug here, or user code where none was expected (get_bytes)
+            log.exception("http endpoint %r (%s %r) failed", endpoint.path, method, path)
+            response = _text(500, FAILED)
+        for name, value in cors.items():
+            vary = response.headers.get("vary")
+            if name == "vary" and vary and value.lower() not in vary.lower():
+                value = f"{vary}, {value}"
+            response.headers[name] = value
         await response(scope, receive, send)
 
     # -- one request --------------------------------------------------------------------
@@ -156,7 +189,7 @@ class EndpointServer:
         content_type = headers.get("content-type", "")
         request = HttpRequest(
             method=method,
-            path=str(scope["path"])[len(API_PREFIX) :] or "/",
+            path=route_path(scope)[len(API_PREFIX) :] or "/",
             headers=_visible(headers),
             query_params=dict(
                 parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
@@ -173,16 +206,19 @@ class EndpointServer:
         kwargs: dict[str, object] = {**request.form_params, **request.query_params, **path_params}
         _check_parameters(endpoint, kwargs)
 
-        # A cross-site request neither uses the browser's session nor replaces its cookie.
-        own_cookie = endpoint.cross_site_session or not self._cross_site(scope, headers)
-        cookie_slot = await app.cookie_session(scope) if own_cookie else None
+        # A cross-site request uses the browser's session only with cross_site_session,
+        # and never sets its cookie (another site could log the user in as someone else).
+        cross = self._cross_site(scope, headers)
+        use_cookie = endpoint.cross_site_session or not cross
+        cookie_slot = await app.cookie_session(scope) if use_cookie else None
         session = HttpSession(app.dispatcher.sessions, cookie_slot)
+        sent = cookie_slot.token if cookie_slot is not None else None
         result = await self._call(scope, endpoint, request, kwargs, session)
         response = _render(endpoint, result)
         if (
-            own_cookie
+            not cross
             and session.slot is not None
-            and (session.created or session.slot.token != cookie_token(raw_headers(scope)))
+            and (session.wants_cookie or (sent is not None and session.slot.token != sent))
         ):  # a new session, or reset_session(): the browser keeps its token
             response.raw_headers.append((b"set-cookie", app.set_cookie(scope, session.slot.token)))
         return response
@@ -217,7 +253,7 @@ class EndpointServer:
             return await dispatcher.run_local(target, [], kwargs, state, owns_session=True)
         except Exception as exc:
             log.error(
-                "http endpoint %r (%s %s) raised",
+                "http endpoint %r (%s %r) raised",
                 endpoint.path,
                 request.method,
                 scope.get("path"),
@@ -260,18 +296,18 @@ class EndpointServer:
         calling origin is named and may send its cookie."""
         if not endpoint.enable_cors:
             return {}
+        if not endpoint.cross_site_session:
+            return {"access-control-allow-origin": "*"}
         origin = headers.get("origin")
-        if endpoint.cross_site_session and origin is not None:
-            return {
-                "access-control-allow-origin": origin,
-                "access-control-allow-credentials": "true",
-                "vary": "Origin",
-            }
-        return {"access-control-allow-origin": "*"}
+        if origin is None or origin == "null":  # a sandboxed frame or a file: page is no site
+            return {"vary": "Origin"}
+        return {
+            "access-control-allow-origin": origin,
+            "access-control-allow-credentials": "true",
+            "vary": "Origin",
+        }
 
-    def _preflight(
-        self, endpoint: Endpoint, headers: dict[str, str], cors: dict[str, str]
-    ) -> Response:
+    def _preflight(self, endpoint: Endpoint, headers: dict[str, str]) -> Response:
         answer = {
             "access-control-allow-methods": endpoint.allow,
             "access-control-max-age": PREFLIGHT_MAX_AGE,
@@ -279,7 +315,7 @@ class EndpointServer:
         asked = headers.get("access-control-request-headers")
         if asked:
             answer["access-control-allow-headers"] = asked
-        return Response(status_code=204, headers=answer | cors)
+        return Response(status_code=204, headers=answer)  # the CORS headers come next
 
 
 # -- reading the request ----------------------------------------------------------------
@@ -319,8 +355,10 @@ def _visible(headers: dict[str, str]) -> dict[str, str]:
 def _api_path(scope: Scope) -> str:
     """The path below ``/_/api``, still percent-encoded (a ``%2F`` stays in its segment)."""
     raw = scope.get("raw_path")
-    text = raw.decode("latin-1") if raw else quote(str(scope["path"]))
-    text = text.partition("?")[0]
+    text = raw.decode("latin-1").partition("?")[0] if raw else quote(str(scope["path"]))
+    root = scope.get("root_path") or ""
+    if root:  # mounted: drop as many segments as the mount point has
+        text = "/" + "/".join(text.split("/")[1 + root.strip("/").count("/") + 1 :])
     rest = text[len(API_PREFIX) :] if text.startswith(API_PREFIX) else text
     return rest or "/"
 
@@ -334,7 +372,7 @@ def _basic(header: str | None) -> tuple[str | None, str | None]:
         return None, None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # not base64, not ASCII, not UTF-8
         return None, None
     username, sep, password = decoded.partition(":")
     if not sep:
@@ -453,12 +491,13 @@ def _render(endpoint: Endpoint, result: object) -> Response:
             if content:
                 raise ValueError(f"a {status} answer has no body: got {type(body).__name__}")
             defaults.pop("content-type", None)
-        for name, value in headers.items():
-            if not is_token(name):
-                raise ValueError(f"not an HTTP header name: {name!r}")
-            if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
-                raise ValueError(f"header {name!r} must be a str on one line, not {value!r}")
-        return Response(content, status_code=status, headers=defaults | headers)
+        merged = defaults | headers
+        for name, value in merged.items():
+            if not is_token(name) or name in FRAMING:
+                raise ValueError(f"an endpoint cannot set the header {name!r}")
+            if not isinstance(value, str) or not _FIELD_VALUE.fullmatch(value):
+                raise ValueError(f"header {name!r} must be one line of text, not {value!r}")
+        return Response(content, status_code=status, headers=merged)
     except (TypeError, ValueError, UnicodeEncodeError) as exc:
         log.error("http endpoint %r returned what HTTP cannot carry: %s", endpoint.path, exc)
         return _text(500, FAILED)

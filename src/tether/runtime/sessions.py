@@ -206,13 +206,23 @@ class SessionManager:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def new(self) -> tuple[str, LiveSession]:
+    def new(self, *, held: bool = True) -> tuple[str, LiveSession]:
         """A fresh session, usable at once; the store gets it at its first call or save
-        (a crawler's cookie-less requests write nothing). Returns its token."""
+        (a crawler's cookie-less requests write nothing). Returns its token.
+
+        With ``held=False`` this manager does not know it until :meth:`adopt` (an HTTP
+        endpoint's session, kept only if the endpoint writes to it)."""
         token = secrets.token_urlsafe(32)
         sid = session_id(token)
         session = LiveSession(sid, SessionRecord(time.time()))
         session.stored_seen = 0.0  # written to the store by its first use, not before
+        if held:
+            self.adopt(session)
+        return token, session
+
+    def adopt(self, session: LiveSession) -> None:
+        """Holds a session made with ``new(held=False)``, as :meth:`new` does."""
+        sid = session.id
         self._live[sid] = session
         # Held here until first used (a page's cookie, before its WebSocket opens); past
         # MAX_UNUSED the oldest go: an unused session holds nothing, and its cookie then
@@ -220,7 +230,6 @@ class SessionManager:
         self._unused[sid] = session
         if len(self._unused) > MAX_UNUSED:
             self._unused.popitem(last=False)
-        return token, session
 
     def used(self, session: LiveSession) -> None:
         """Its first call: the store has it from now on (see :meth:`new`)."""
@@ -455,6 +464,13 @@ class CallSession:
         """``server.reset_session()``: this call and the connection move to a fresh session."""
         self.slot.reset()
         self._view = None
+
+    def changed(self) -> bool:
+        """Whether this call assigned, changed or deleted anything in the session."""
+        if self._view is None:
+            return False
+        changed, deleted = self._view[1].changes()
+        return bool(changed or deleted)
 
     def save_blocking(self) -> None:
         if self._view is not None:
