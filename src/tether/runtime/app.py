@@ -133,7 +133,8 @@ class TetherApp:
         host = headers.get(b"host", b"").decode("latin-1")
         if not host:
             server = scope.get("server")
-            host = f"{server[0]}:{server[1]}" if server else "localhost"
+            address = f"[{server[0]}]" if server and ":" in server[0] else server and server[0]
+            host = f"{address}:{server[1]}" if server else "localhost"
         return f"{scheme}://{host}"
 
     def _scheme(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
