@@ -45,6 +45,8 @@ from tether.http import (
     endpoint_registry,
     set_authenticator,
 )
+from tether.tasks import Task, ask, task_registry
+from tether.tasks import task_state as _task_state
 
 __all__ = [
     "AppOfflineError",
@@ -67,10 +69,12 @@ __all__ = [
     "SerializationError",
     "ServiceNotAdded",
     "SessionExpiredError",
+    "Task",
     "TetherError",
     "TimeoutError",
     "UplinkDisconnectedError",
     "acall",
+    "background_task",
     "call",
     "call_timeout",
     "callable",
@@ -79,10 +83,13 @@ __all__ = [
     "disconnect",
     "get_api_origin",
     "get_app_origin",
+    "get_background_task",
     "get_session_id",
     "http_endpoint",
     "invalidate_client_objects",
     "is_app_online",
+    "launch_background_task",
+    "list_background_tasks",
     "loading_indicator",
     "no_loading_indicator",
     "portable_class",
@@ -91,6 +98,7 @@ __all__ = [
     "session",  # noqa: F822 - a module __getattr__ attribute: the calling client's session
     "set_user_authenticator",
     "set_user_resolver",
+    "task_state",  # noqa: F822 - a module __getattr__ attribute: inside a background task
     "unwrap_capability",
     "wait_forever",
 ]
@@ -170,6 +178,57 @@ def http_endpoint(
         return fn
 
     return register
+
+
+@overload
+def background_task(fn_or_name: F) -> F: ...
+@overload
+def background_task(fn_or_name: str | None = None) -> Callable[[F], F]: ...
+def background_task(fn_or_name: F | str | None = None) -> F | Callable[[F], F]:
+    """Registers a background task (a plain function) under its name or the given one;
+    :func:`launch_background_task` runs it in its own process."""
+    if builtins.callable(fn_or_name) and not isinstance(fn_or_name, str):
+        task_registry.register(fn_or_name)
+        return fn_or_name
+    name = fn_or_name
+
+    def register(fn: F) -> F:
+        task_registry.register(fn, name)
+        return fn
+
+    return register
+
+
+def launch_background_task(name: str, *args: object, **kwargs: object) -> Task:
+    """Starts background task ``name`` in its own process and returns its :class:`Task`
+    at once (it waits in a queue while ``--max-tasks`` others run).
+
+    Raises:
+        BackgroundTaskError: no such task, or called from an untrusted client.
+        SerializationError: the arguments cannot be sent to the task.
+    """
+    task = ask("launch", name, list(args), kwargs)
+    assert isinstance(task, Task)
+    return task
+
+
+def get_background_task(task_id: str) -> Task:
+    """The task with this id.
+
+    Raises:
+        BackgroundTaskNotFound: no task has it.
+    """
+    task = ask("get", task_id)
+    assert isinstance(task, Task)
+    return task
+
+
+def list_background_tasks(all_environments: bool = False) -> list[Task]:
+    """Every task this server keeps a record of, oldest first (server code and trusted
+    clients). ``all_environments`` is accepted for Anvil's sake: one server, one list."""
+    tasks = ask("list")
+    assert isinstance(tasks, list)
+    return tasks
 
 
 def set_user_authenticator(authenticate: Authenticator | None) -> None:
@@ -390,6 +449,8 @@ _SERVER = CallContext("server_module", ClientInfo("server"), StackFrame("server_
 def __getattr__(name: str) -> object:
     if name == "session":
         return _call_session().view()
+    if name == "task_state":
+        return _task_state()
     if name == "request":
         state = current_call.get()
         if state is None or not isinstance(state.request, HttpRequest):

@@ -101,6 +101,8 @@ class AsyncClient:
             the connection, an ``anvil.private.echo`` must come back within
             ``keepalive_timeout`` seconds, or the connection counts as lost (a silently
             dead network: calls in flight then fail and reconnecting starts). None: off.
+        hello_extra: more fields for the handshake (Tether's own use: a background
+            task's process names its task).
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class AsyncClient:
         max_reconnect_delay: float = 5.0,
         keepalive_interval: float | None = 20.0,
         keepalive_timeout: float = 20.0,
+        hello_extra: dict[str, object] | None = None,
     ) -> None:
         if call_timeout is not None and not call_timeout > 0:
             raise ValueError("call_timeout must be a positive number of seconds (or None)")
@@ -136,6 +139,7 @@ class AsyncClient:
         self.max_reconnect_delay = max_reconnect_delay
         self.keepalive_interval = keepalive_interval
         self.keepalive_timeout = keepalive_timeout
+        self.hello_extra = dict(hello_extra or {})
         self._keepalive: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}  # call id -> its timeout
         self.trusted = False
@@ -218,7 +222,9 @@ class AsyncClient:
                 with self._guard:
                     self._ws = ws
                     self.connection.compact = compact
-                    extra = {} if self.session_token is None else {"session": self.session_token}
+                    extra = dict(self.hello_extra)
+                    if self.session_token is not None:
+                        extra["session"] = self.session_token
                     self.connection.send_hello(self.key, **extra)
                     self._flush_locked()
                 await self._auth

@@ -14,6 +14,7 @@ __all__ = [
     "SESSION_PUSH",
     "SUBPROTOCOL",
     "SUBSCRIBE",
+    "TASK",
     "UNSUBSCRIBE",
     "Frame",
     "session_id",
@@ -37,6 +38,9 @@ UNSUBSCRIBE = PRIVATE + "unsubscribe"
 INVALIDATE = PRIVATE + "invalidate_client_objects"
 RESET_SESSION = PRIVATE + "reset_session"
 """Starts a fresh session for this connection; answers the new session token."""
+TASK = PRIVATE + "task"
+"""Background tasks: ``TASK(op, *args)`` launches, reads or kills a task; a task's own
+process also fetches its arguments, reports its state and result, and publishes updates."""
 SESSION_PUSH = PRIVATE + "session"
 """The key of a PUSH that carries this connection's new session token (after the
 server's ``reset_session()``): the client presents it when it reconnects."""

@@ -297,6 +297,7 @@ def create_app(
     static_dir: str | None = None,
     origin: str | None = None,
     max_request_bytes: int = 16 * 1024 * 1024,
+    max_tasks: int = 4,
 ) -> TetherApp:
     """Returns the ASGI application serving the functions registered in this process.
 
@@ -328,6 +329,7 @@ def create_app(
         origin: the public origin (``https://app.example.com``) of an app behind a proxy
             that changes it, for ``get_app_origin()``; None: the one each request reached.
         max_request_bytes: the largest request body an HTTP endpoint accepts (413 beyond).
+        max_tasks: background task processes running at once; more wait in a queue.
 
     Run it under any ASGI server (``uvicorn``) or mount it in Starlette/FastAPI.
     """
@@ -354,5 +356,6 @@ def create_app(
         static_dir=static_dir,
         origin=origin.rstrip("/") if origin else None,
         max_request_bytes=max_request_bytes,
+        max_tasks=max_tasks,
     )
     return TetherApp(options)

@@ -90,6 +90,13 @@ def main() -> None:
     type=click.IntRange(min=0),
     help="Largest request body an HTTP endpoint accepts (413 beyond).",
 )
+@click.option(
+    "--max-tasks",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Background task processes running at once (the rest wait in a queue).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     app: str,
@@ -114,6 +121,7 @@ def serve(
     static_dir: str | None,
     origin: str | None,
     max_request_bytes: int,
+    max_tasks: int,
     log_level: str,
 ) -> None:
     """Serve APP: a module name, a package, a .py file, or a folder holding app.py."""
@@ -145,6 +153,7 @@ def serve(
             static_dir=static,
             origin=origin,
             max_request_bytes=max_request_bytes,
+            max_tasks=max_tasks,
         )
     except (ImportError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -163,6 +172,24 @@ def serve(
     )
     sys.stdout.flush()
     serve_forever(asgi, host, port, log_level=log_level)
+
+
+@main.command()
+@click.argument("app", required=False)
+@click.option("--data-dir", envvar="TETHER_DATA_DIR", help="The server's data dir [APP/.tether].")
+@click.option("--store", envvar="TETHER_STORE", help="The server's store (sqlite:///path).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per task, for scripts.")
+def tasks(app: str | None, data_dir: str | None, store: str | None, as_json: bool) -> None:
+    """Lists the background tasks of the server of APP (or of --store / --data-dir)."""
+    from tether.runtime.task_list import list_tasks, print_tasks
+
+    if store is None and data_dir is None:
+        data_dir = str(default_data_dir(app or "."))
+    try:
+        rows = list_tasks(store, data_dir)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    print_tasks(rows, as_json=as_json)
 
 
 def default_static_dir(app: str) -> Path:

@@ -70,6 +70,7 @@ class ServerOptions:
         origin: the app's public origin (``https://app.example.com``) when a proxy in front
             changes it; None: the one each request reached.
         max_request_bytes: the largest body an HTTP endpoint accepts (413 beyond).
+        max_tasks: background task processes running at once (the rest wait queued).
     """
 
     uplink_key: str | None = None
@@ -91,6 +92,7 @@ class ServerOptions:
     static_dir: str | None = None
     origin: str | None = None
     max_request_bytes: int = 16 * 1024 * 1024
+    max_tasks: int = 4
 
 
 class Dispatcher:
@@ -112,6 +114,9 @@ class Dispatcher:
         self.sessions = SessionManager(
             self.store, registry, options.limits, timeout=options.session_timeout
         )
+        from tether.runtime.tasks import TaskManager
+
+        self.tasks = TaskManager(self, max_tasks=options.max_tasks)
         self._signer: Signer | None = None
         self._opened: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -142,6 +147,7 @@ class Dispatcher:
                 try:
                     self._signer = Signer(await load_secret(self.options.secret, self.store))
                     await self.sessions.open(self._signer)
+                    await self.tasks.open()
                 except BaseException:
                     await self.store.close()
                     raise
@@ -156,6 +162,7 @@ class Dispatcher:
     async def close(self) -> None:
         """Closes the store and stops (lifespan shutdown)."""
         if self._opened is not None and self._opened.done():
+            await self.tasks.close()
             await self.sessions.drain(DRAIN_TIMEOUT)
             await self.sessions.close()
             await self.store.close()

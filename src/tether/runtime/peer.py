@@ -21,6 +21,7 @@ from tether.codec.capability import Capability, apply_updates, collect_updates
 from tether.codec.capability_wire import CapabilitySession, SigningWire
 from tether.context import CallContext, CallState, ClientInfo, Location, StackFrame
 from tether.errors import (
+    BackgroundTaskError,
     PermissionDenied,
     SerializationError,
     SessionExpiredError,
@@ -46,6 +47,7 @@ from tether.protocol import (
     Response,
     Role,
 )
+from tether.protocol.names import TASK
 from tether.runtime.dispatcher import Dispatcher, _report, invalidate_session
 from tether.runtime.sessions import CallSession, SessionSlot
 from tether.runtime.updates import hub
@@ -115,6 +117,8 @@ class Peer:
         self._pending: dict[str, asyncio.Future[object]] = {}
         self._resuming: asyncio.Task[None] | None = None
         self.context: CallContext | None = None
+        self.task_id: str | None = None
+        """The background task whose process this is, if it is one."""
 
     # -- frames -------------------------------------------------------------------------
     #
@@ -200,7 +204,15 @@ class Peer:
     def _hello_locked(self, hello: Hello) -> None:
         options = self.dispatcher.options
         key = hello.key or None
-        if options.uplink_key is not None and key is not None and _same(key, options.uplink_key):
+        task_id = hello.extra.get("task")
+        if key is not None and task_id is not None and _same(key, self.dispatcher.tasks.key):
+            # a background task's own process, on the private port
+            if not (type(task_id) is str and self.dispatcher.tasks.records.get(task_id)):
+                self.connection.reject("Unknown background task")
+                self.close_reason = "unknown task"
+                return
+            self.trusted, self.task_id = True, task_id
+        elif options.uplink_key is not None and key is not None and _same(key, options.uplink_key):
             self.trusted = True
         elif key is not None and not (options.client_key and _same(key, options.client_key)):
             self.connection.reject("Incorrect uplink key")
@@ -210,12 +222,14 @@ class Peer:
             self.cap_session = self.wire.session = CapabilitySession(None)
             self.wire.trusted = True
         caller = "browser" if self.browser else "uplink" if self.trusted else "client_uplink"
+        client = "browser" if self.browser else "uplink"
+        if self.task_id is not None:
+            caller = client = "background_task"
         self.context = CallContext(
             type="server_module",
-            client=ClientInfo(
-                "browser" if self.browser else "uplink", self.client_ip, self.location
-            ),
+            client=ClientInfo(client, self.client_ip, self.location),
             remote_caller=StackFrame(caller, self.trusted),
+            background_task_id=self.task_id,
         )
         if self.slot is not None:  # a browser: the cookie chose it
             self._accept_locked(self.slot)
@@ -392,6 +406,8 @@ class Peer:
                 hub.unsubscribe(self, key)
             elif call.command in (INVALIDATE, ANVIL_INVALIDATE):
                 invalidate_session(self.cap_session)
+            elif call.command == TASK:
+                result = self._task_locked(call.args)
             elif call.command == RESET_SESSION and self.slot is not None:
                 on_reset, self.slot.on_reset = self.slot.on_reset, None
                 try:
@@ -407,6 +423,31 @@ class Peer:
             return
         self.connection.send_response(call.id, result)
         self._schedule_flush_locked()
+
+    def _task_locked(self, args: list[object]) -> object:
+        """``TASK(op, ...)``: a question about tasks, or a task's process reporting."""
+        if not args or type(args[0]) is not str:
+            raise BackgroundTaskError("a background task request needs an operation")
+        op, rest = args[0], args[1:]
+        tasks = self.dispatcher.tasks
+        if op in ("start", "state", "done"):
+            if self.task_id is None or not rest or rest[0] != self.task_id:
+                raise PermissionDenied("only a task's own process reports on it")
+            if op == "start":
+                return tasks.started(self.task_id)
+            if op == "state" and len(rest) == 2:
+                tasks.report_state(self.task_id, rest[1])
+                return None
+            if op == "done" and len(rest) == 4 and rest[1] in ("completed", "failed"):
+                tasks.finished(self.task_id, str(rest[1]), rest[2], rest[3])
+                return None
+            raise BackgroundTaskError(f"bad background task report {op!r}")
+        if op == "publish":
+            if not self.trusted or len(rest) != 2 or type(rest[0]) is not str:
+                raise PermissionDenied("only trusted peers publish updates by scope")
+            hub.publish(rest[0], rest[1])
+            return None
+        return tasks.ask(op, tuple(rest), trusted=self.trusted)
 
     def _reply_error_locked(self, call: Call, error: BaseException) -> None:
         if isinstance(error, TetherError) or type(error) in self.dispatcher.registry.by_class:

@@ -90,6 +90,19 @@ class Store(abc.ABC):
     async def purge_sessions(self, idle_before: float) -> int:
         """Deletes the sessions last used before ``idle_before``; returns how many."""
 
+    @abc.abstractmethod
+    async def save_task(self, task_id: str, record: bytes, ended: float | None) -> None:
+        """Writes a background task's record (replacing the last one); ``ended`` is when
+        it finished, None while it is queued or running."""
+
+    @abc.abstractmethod
+    async def load_tasks(self) -> list[bytes]:
+        """Every task record kept."""
+
+    @abc.abstractmethod
+    async def purge_tasks(self, ended_before: float) -> int:
+        """Forgets tasks that ended before ``ended_before``; returns how many."""
+
 
 class MemoryStore(Store):
     """Everything in this process's memory: gone when it stops (``--store memory``)."""
@@ -99,6 +112,7 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._secret: bytes | None = None
         self._sessions: dict[str, SessionRecord] = {}
+        self._tasks: dict[str, tuple[bytes, float | None]] = {}
 
     async def secret(self, fresh: bytes) -> bytes:
         if self._secret is None:
@@ -142,6 +156,18 @@ class MemoryStore(Store):
             del self._sessions[sid]
         return len(old)
 
+    async def save_task(self, task_id: str, record: bytes, ended: float | None) -> None:
+        self._tasks[task_id] = (record, ended)
+
+    async def load_tasks(self) -> list[bytes]:
+        return [record for record, _ in self._tasks.values()]
+
+    async def purge_tasks(self, ended_before: float) -> int:
+        old = [i for i, (_, ended) in self._tasks.items() if ended and ended < ended_before]
+        for task_id in old:
+            del self._tasks[task_id]
+        return len(old)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -153,6 +179,8 @@ CREATE TABLE IF NOT EXISTS session_data (
     session TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (session, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, record BLOB NOT NULL, ended REAL);
+CREATE INDEX IF NOT EXISTS tasks_ended ON tasks (ended);
 """
 
 
@@ -309,6 +337,26 @@ class SqliteStore(Store):
                 db.execute("ROLLBACK")
                 raise
             return count
+
+        return await self._run(purge)
+
+    async def save_task(self, task_id: str, record: bytes, ended: float | None) -> None:
+        statement = ("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?)", (task_id, record, ended))
+        await self._run(functools.partial(self._write, [statement]))
+
+    async def load_tasks(self) -> list[bytes]:
+        def load() -> list[bytes]:
+            db = self._db
+            assert db is not None
+            return [bytes(row[0]) for row in db.execute("SELECT record FROM tasks")]
+
+        return await self._run(load)
+
+    async def purge_tasks(self, ended_before: float) -> int:
+        def purge() -> int:
+            db = self._db
+            assert db is not None
+            return int(db.execute("DELETE FROM tasks WHERE ended < ?", (ended_before,)).rowcount)
 
         return await self._run(purge)
 
