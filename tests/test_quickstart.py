@@ -8,8 +8,10 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.conftest import ROOT, TIMEOUT
 
@@ -73,6 +75,30 @@ def test_quickstart_page_assets_and_endpoints(
     assert [item["name"] for item in json.loads(body)] == ["teapot", "kettle"]
     _, _, body = get(origin + "/_/api/items/1/price?currency=USD")
     assert json.loads(body) == {"item": 1, "cents": 1999, "currency": "USD"}
+
+
+def test_quickstart_background_task(
+    tether_serve: Callable[..., tuple[object, int]], tmp_path: Path
+) -> None:
+    store = f"sqlite:///{tmp_path / 'quickstart.db'}"
+    _, port = tether_serve("examples/quickstart", "--store", store)
+    origin = f"http://127.0.0.1:{port}"
+    launch = urllib.request.Request(origin + "/_/api/restock", method="POST")
+    with urllib.request.urlopen(launch, timeout=TIMEOUT) as answer:
+        task_id = json.loads(answer.read())["id"]
+    seen: list[dict[str, object]] = []
+    deadline = time.monotonic() + TIMEOUT
+    while not seen or seen[-1]["status"] == "running":
+        assert time.monotonic() < deadline, seen[-3:]
+        seen.append(json.loads(get(f"{origin}/_/api/tasks/{task_id}")[2]))
+        time.sleep(0.1)
+    assert seen[-1] == {"status": "completed", "progress": 1.0}
+    assert any(0 < float(s["progress"]) < 1 for s in seen)  # watched while it ran
+
+    listed = run_tether("tasks", "--store", store, "--json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["name"], row["status"], row["progress"]) == ("restock", "completed", 1.0)
 
 
 def test_client_without_a_server_fails_clearly() -> None:

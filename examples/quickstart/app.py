@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
 from shared import Item, Money, OutOfStock
 
@@ -72,3 +73,29 @@ def visits() -> dict[str, int]:
     """GET /_/api/visits: counts this browser's visits in its session (a cookie)."""
     server.session["visits"] = int(server.session.get("visits", 0)) + 1
     return {"visits": server.session["visits"]}
+
+
+# -- a background task: its own process, progress in server.task_state -------------------
+
+
+@server.background_task
+def restock(count: int = 20) -> int:
+    """Runs in its own process; `tether tasks` (or the page) shows its progress."""
+    for done in range(1, count + 1):
+        time.sleep(0.1)  # a slow supplier
+        server.task_state["progress"] = done / count
+    return count
+
+
+@server.http_endpoint("/restock", methods=["POST"])
+def start_restock() -> dict[str, str]:
+    """POST /_/api/restock: launches the task and answers its id at once."""
+    return {"id": server.launch_background_task("restock", 20).get_id()}
+
+
+@server.http_endpoint("/tasks/:task_id")
+def task_progress(task_id: str) -> dict[str, object]:
+    """GET /_/api/tasks/<id>: the task's status and progress (its id is unguessable)."""
+    task = server.get_background_task(task_id)
+    status = task.get_termination_status() or "running"
+    return {"status": status, "progress": task.get_state().get("progress", 0)}

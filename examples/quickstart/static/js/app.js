@@ -15,3 +15,15 @@ for (const item of await api("/items")) {
   li.append(price);
   list.append(li);
 }
+
+// A background task: launched by an endpoint, its progress polled until it ends.
+document.querySelector("#restock").addEventListener("click", async () => {
+  const { id } = await fetch("/_/api/restock", { method: "POST" }).then((r) => r.json());
+  for (;;) {
+    const { status, progress } = await api(`/tasks/${id}`);
+    document.querySelector("#progress").value = progress;
+    document.querySelector("#status").textContent = status;
+    if (status !== "running") break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+});
