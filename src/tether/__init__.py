@@ -12,7 +12,9 @@ from tether import _current
 from tether.codec import BlobMedia, Media
 from tether.codec.capability import set_subscriptions
 from tether.errors import TetherError
+from tether.tasks import Task as _Task  # registers the portable Task in every process
 
+del _Task
 set_subscriptions(_current.subscriptions)  # cap.subscribe() goes to server.connect's connection
 
 __all__ = ["BlobMedia", "Media", "TetherError", "create_app"]

@@ -51,15 +51,15 @@ def main() -> int:
         client.call(TASK, "publish", key, update)
 
     set_publisher(publish)
-    started = client.call(TASK, "start", task_id)
+    started = client.call(TASK, "started", task_id)
     assert isinstance(started, list)
     name, args, kwargs = str(started[0]), list(started[1]), dict(started[2])
     entry = task_registry.get(name)
     if entry is None:
         missing = ["BackgroundTaskError", f"no task {name!r} in {module.__name__}"]
-        client.call(TASK, "done", task_id, "failed", missing, {})
+        client.call(TASK, "finished", task_id, "failed", missing, {})
         return 1
-    state = TaskState(lambda snapshot: client.call(TASK, "state", task_id, snapshot))
+    state = TaskState(lambda snapshot: client.call(TASK, "report", task_id, snapshot))
     set_task_state(state)
     current_call.set(
         CallState(
@@ -79,14 +79,14 @@ def main() -> int:
         final = state.close()
         portable = type(exc) in client.aio.registry.by_class
         error: object = exc if portable else [type(exc).__qualname__, str(exc)]
-        client.call(TASK, "done", task_id, "failed", error, final)
+        client.call(TASK, "finished", task_id, "failed", error, final)
     else:
         final = state.close()
         try:
-            client.call(TASK, "done", task_id, "completed", result, final)
+            client.call(TASK, "finished", task_id, "completed", result, final)
         except SerializationError as exc:  # a result that cannot cross the wire
             unsent = ["SerializationError", f"its result cannot be sent: {exc}"]
-            client.call(TASK, "done", task_id, "failed", unsent, final)
+            client.call(TASK, "finished", task_id, "failed", unsent, final)
     finishing.set()
     client.close()
     return 0

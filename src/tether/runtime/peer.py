@@ -430,15 +430,15 @@ class Peer:
             raise BackgroundTaskError("a background task request needs an operation")
         op, rest = args[0], args[1:]
         tasks = self.dispatcher.tasks
-        if op in ("start", "state", "done"):
+        if op in ("started", "report", "finished"):
             if self.task_id is None or not rest or rest[0] != self.task_id:
                 raise PermissionDenied("only a task's own process reports on it")
-            if op == "start":
+            if op == "started":
                 return tasks.started(self.task_id)
-            if op == "state" and len(rest) == 2:
+            if op == "report" and len(rest) == 2:
                 tasks.report_state(self.task_id, rest[1])
                 return None
-            if op == "done" and len(rest) == 4 and rest[1] in ("completed", "failed"):
+            if op == "finished" and len(rest) == 4 and rest[1] in ("completed", "failed"):
                 tasks.finished(self.task_id, str(rest[1]), rest[2], rest[3])
                 return None
             raise BackgroundTaskError(f"bad background task report {op!r}")
