@@ -82,25 +82,24 @@ def _row(record: TaskRecord) -> TaskRow:
 
 
 def _plain(encoded: str | None) -> object:
-    """A stored value without the app's classes: plain JSON values as they are, a
-    portable object as ``<ClassName>``."""
+    """A stored value without the app's classes: JSON values as they are, each portable
+    object as ``<its class name>``."""
     if encoded is None:
         return None
     document = orjson.loads(encoded)
-    objects = document.get("objects") or []
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            ref = value.get("$ref") if len(value) == 1 else None
-            if isinstance(ref, int) and 0 <= ref < len(objects):
-                kind = objects[ref].get("type") if isinstance(objects[ref], dict) else None
-                return f"<{kind or 'object'}>"
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [plain(v) for v in value]
-        return value
-
-    return plain(document.get("v"))
+    root: dict[str, Any] = {"v": document.get("v")}
+    for entry in document.get("objects") or ():
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, list) or not path:
+            continue
+        holder: Any = root
+        try:
+            for step in path[:-1]:
+                holder = holder[step]
+            holder[path[-1]] = f"<{entry.get('typeName', 'object')}>"
+        except (KeyError, IndexError, TypeError):
+            continue  # inside an object already shown by its name
+    return root["v"]
 
 
 def print_tasks(rows: list[TaskRow], *, as_json: bool) -> None:
@@ -130,7 +129,7 @@ def print_tasks(rows: list[TaskRow], *, as_json: bool) -> None:
             row.name,
             row.status,
             bar,
-            dt.datetime.fromtimestamp(began).strftime("%Y-%m-%d %H:%M:%S"),
+            dt.datetime.fromtimestamp(began).strftime("%m-%d %H:%M:%S"),
             f"{took:.1f} s",
             row.args,
             row.error or "",

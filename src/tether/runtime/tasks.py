@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tether._pool import on_loop
-from tether.context import current_call
 from tether.errors import (
     BackgroundTaskError,
     BackgroundTaskNotFound,
@@ -52,6 +51,8 @@ DEFAULT_MAX_TASKS = 4
 """Task processes running at once (``--max-tasks``); the others wait in the queue."""
 RETENTION = 7 * 24 * 3600.0
 """Seconds a finished task's record is kept."""
+PURGE_EVERY = 3600.0
+"""Seconds between two purges of expired records."""
 RUNNING = ("queued", "running")
 SUMMARY_CHARS = 200
 
@@ -114,6 +115,7 @@ class TaskManager:
         self._address: tuple[str, int] | None = None
         self._open = False
         self._watchers: set[asyncio.Task[None]] = set()
+        self._purging: asyncio.Future[None] | None = None
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -121,8 +123,7 @@ class TaskManager:
         """Loads the records: tasks left running by an earlier server are 'missing';
         queued ones are started again."""
         store = self.dispatcher.store
-        now = time.time()
-        await store.purge_tasks(now - RETENTION)
+        await store.purge_tasks(time.time() - RETENTION)
         for data in await store.load_tasks():
             try:
                 record = TaskRecord.from_bytes(data)
@@ -137,11 +138,31 @@ class TaskManager:
                 self._queue.append(record.id)
         self._open = True
         set_task_backend(self.answer)
+        self._purging = asyncio.ensure_future(self._purge_forever())
         self._pump()
+
+    async def _purge_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PURGE_EVERY)
+            try:
+                await self.purge()
+            except Exception:
+                log.exception("could not purge old task records")
+
+    async def purge(self) -> int:
+        """Forgets tasks that ended more than RETENTION seconds ago; returns how many."""
+        before = time.time() - RETENTION
+        with self._lock:
+            for task_id in [i for i, r in self.records.items() if r.ended and r.ended < before]:
+                del self.records[task_id]
+        return await self.dispatcher.store.purge_tasks(before)
 
     async def close(self) -> None:
         """Stops: running tasks are killed and become 'missing' (the server went away)."""
         self._open = False
+        if self._purging is not None:
+            self._purging.cancel()
+            self._purging = None
         with self._lock:
             running = list(self._processes.items())
         for task_id, process in running:
@@ -445,9 +466,3 @@ def _summary(args: tuple[object, ...], kwargs: dict[str, object]) -> str:
     parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
     text = ", ".join(parts)
     return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
-
-
-def in_task() -> str | None:
-    """The id of the task whose code runs here, if any (its calls carry it)."""
-    state = current_call.get()
-    return state.context.background_task_id if state is not None else None
