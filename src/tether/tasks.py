@@ -1,8 +1,8 @@
 """Background tasks as the API sees them: the registry ``@server.background_task`` fills,
 the portable :class:`Task` handle, and ``server.task_state`` inside a task.
 
-Where a Task's questions go is set by whoever runs this process: the server answers them
-itself; a client (or a task's own process) asks the server over its connection.
+A Task's questions go where ``server.call`` would: server code asks its own server; a
+client (or a task's own process) asks its server over the connection.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ __all__ = [
     "Task",
     "TaskRegistry",
     "TaskState",
-    "set_task_backend",
+    "ask",
     "task_registry",
 ]
 
@@ -72,36 +72,30 @@ task_registry = TaskRegistry()
 """The process-wide registry that ``server.background_task`` fills."""
 
 
-Backend = Callable[..., Any]
-"""``backend(op, *args)``: answers a task question (see :func:`set_task_backend`)."""
-_backend: Backend | None = None
-
-
-def set_task_backend(backend: Backend | None) -> None:
-    """Who answers ``Task`` methods and ``launch_background_task`` in this process: the
-    server's task manager, or a call over the process's connection."""
-    global _backend
-    _backend = backend
-
-
 def ask(op: str, *args: object) -> Any:
-    """Asks this process's backend.
+    """Asks about tasks where ``server.call`` would go: server code asks its own server;
+    a client (or a task's process) asks its server over the connection.
 
     Raises:
         BackgroundTaskError: nothing here can answer (neither a server nor connected).
     """
-    backend = _backend
-    if backend is None:
-        from tether import _current
+    from tether import _current
+    from tether.context import current_call
+    from tether.protocol.names import TASK
 
-        if _current.client is not None:
-            from tether.protocol.names import TASK
-
-            return _current.client.client.call(TASK, op, *args)
-        raise BackgroundTaskError(
-            "background tasks need a server: run this in server code, or server.connect() first"
-        )
-    return backend(op, *args)
+    state = current_call.get()
+    if state is not None:
+        dispatcher = getattr(state.caller, "dispatcher", None)
+        if dispatcher is not None:
+            return dispatcher.tasks.answer(op, *args)
+        return state.caller.call(TASK, (op, *args), {})
+    if _current.client is not None:
+        return _current.client.client.call(TASK, op, *args)
+    if _current.dispatchers:
+        return _current.dispatchers[-1].tasks.answer(op, *args)
+    raise BackgroundTaskError(
+        "background tasks need a server: run this in server code, or server.connect() first"
+    )
 
 
 class Task:
@@ -190,6 +184,10 @@ class Task:
         """The task's error, when it failed (portable exceptions as themselves, others as
         ``RemoteError``)."""
         error = ask("error", self._id)
+        if isinstance(error, list) and len(error) == 2:  # not portable: its name and message
+            from tether.errors import RemoteError
+
+            return RemoteError(str(error[1]), type_name=str(error[0]))
         return error if isinstance(error, BaseException) else None
 
     def kill(self) -> None:

@@ -418,10 +418,10 @@ class Peer:
                 result = None if self.browser else self.slot.token
             else:
                 raise missing_function(call.command)
-        except Exception as exc:
+            self.connection.send_response(call.id, result)
+        except Exception as exc:  # refused, or an answer that cannot be sent
             self._reply_error_locked(call, exc)
             return
-        self.connection.send_response(call.id, result)
         self._schedule_flush_locked()
 
     def _task_locked(self, args: list[object]) -> object:

@@ -34,10 +34,9 @@ from tether.errors import (
     BackgroundTaskError,
     BackgroundTaskNotFound,
     PermissionDenied,
-    RemoteError,
     SerializationError,
 )
-from tether.tasks import Task, TaskRegistry, set_task_backend, task_registry
+from tether.tasks import Task, TaskRegistry, task_registry
 
 if TYPE_CHECKING:
     from tether.runtime.dispatcher import Dispatcher
@@ -137,7 +136,6 @@ class TaskManager:
             if record.status == "queued":
                 self._queue.append(record.id)
         self._open = True
-        set_task_backend(self.answer)
         self._purging = asyncio.ensure_future(self._purge_forever())
         self._pump()
 
@@ -180,7 +178,6 @@ class TaskManager:
         if self._listener is not None:
             self._listener.stop()
             self._listener = self._address = None
-        set_task_backend(None)
 
     # -- launching ----------------------------------------------------------------------
 
@@ -385,11 +382,8 @@ class TaskManager:
             return self._value(record.state) or {}
         if op == "result":
             return self._value(record.result)
-        if op == "error":
-            error = self._value(record.error)
-            if isinstance(error, list) and len(error) == 2:
-                return RemoteError(str(error[1]), type_name=str(error[0]))
-            return error
+        if op == "error":  # a portable exception, or [type name, message]
+            return self._value(record.error)
         if op == "kill":
             if not trusted:
                 raise PermissionDenied("an untrusted client cannot kill background tasks")
