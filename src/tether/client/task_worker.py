@@ -72,24 +72,35 @@ def main() -> int:
             facade.caller,
         )
     )
+    status, value = "completed", None
     try:
-        result = entry.fn(*args, **kwargs)
+        value = entry.fn(*args, **kwargs)
     except Exception as exc:
         log.info("background task %r raised %s", name, type(exc).__name__, exc_info=True)
-        final = state.close()
         portable = type(exc) in client.aio.registry.by_class
-        error: object = exc if portable else [type(exc).__qualname__, str(exc)]
-        client.call(TASK, "finished", task_id, "failed", error, final)
-    else:
-        final = state.close()
-        try:
-            client.call(TASK, "finished", task_id, "completed", result, final)
-        except SerializationError as exc:  # a result that cannot cross the wire
-            unsent = ["SerializationError", f"its result cannot be sent: {exc}"]
-            client.call(TASK, "finished", task_id, "failed", unsent, final)
+        status, value = "failed", exc if portable else [type(exc).__qualname__, str(exc)]
+    _finish(client, task_id, status, value, state.close())
     finishing.set()
     client.close()
     return 0
+
+
+def _finish(client: Any, task_id: str, status: str, value: object, state: object) -> None:
+    """Reports the outcome. What cannot be sent is left out, never the outcome itself:
+    an unsendable final state leaves the last one reported (None); an unsendable result
+    or exception fails the task with that reason."""
+    try:
+        client.call(TASK, "finished", task_id, status, value, state)
+        return
+    except SerializationError as exc:
+        log.error("the task's final state or outcome cannot be sent: %s", exc)
+    try:
+        client.call(TASK, "finished", task_id, status, value, None)
+        return
+    except SerializationError as exc:
+        what = "result" if status == "completed" else "exception"
+        unsent = ["SerializationError", f"its {what} cannot be sent: {exc}"]
+    client.call(TASK, "finished", task_id, "failed", unsent, None)
 
 
 def _exit_when_lost(client: Any, finishing: threading.Event) -> None:

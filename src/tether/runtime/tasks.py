@@ -313,18 +313,22 @@ class TaskManager:
 
     def finished(self, task_id: str, status: str, value: object, state: object) -> None:
         """The task returned (``completed``, ``value`` its result) or raised (``failed``,
-        ``value`` the exception: portable, or ``[type name, message]``)."""
+        ``value`` the exception: portable, or ``[type name, message]``); ``state`` is its
+        final state (None: keep the last one reported)."""
         record = self._get(task_id)
         if record.status != "running":
             return
         sessions = self.dispatcher.sessions
+        encoded_state = record.state
         try:
-            record.state = sessions.encode("task_state", state).decode()
+            if state is not None:
+                encoded_state = sessions.encode("task_state", state).decode()
         except SerializationError as exc:
             log.error("task %r: its final state cannot be kept: %s", record.name, exc)
+        result = error = text = None
         if status == "completed":
             try:
-                record.result = sessions.encode("result", value).decode()
+                result = sessions.encode("result", value).decode()
             except SerializationError as exc:
                 status, value = "failed", ["SerializationError", f"its result: {exc}"]
         if status != "completed":
@@ -335,12 +339,19 @@ class TaskManager:
                 value = [str(name), str(message)]
                 text = f"{name}: {message}"
             try:
-                record.error = sessions.encode("error", value).decode()
+                error = sessions.encode("error", value).decode()
             except SerializationError:
-                record.error = sessions.encode("error", [type(value).__name__, str(value)]).decode()
-            record.error_text = text
+                error = sessions.encode("error", [type(value).__name__, str(value)]).decode()
         with self._lock:
-            self._end(record, status, record.error_text)
+            if record.status != "running":  # killed meanwhile: that stands
+                return
+            record.state, record.result, record.error, record.error_text = (
+                encoded_state,
+                result,
+                error,
+                text,
+            )
+            self._end(record, status, text)
         self._save(record)
 
     # -- questions ----------------------------------------------------------------------
