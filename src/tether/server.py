@@ -199,7 +199,7 @@ def background_task(fn_or_name: F | str | None = None) -> F | Callable[[F], F]:
     return register
 
 
-def launch_background_task(name: str, *args: object, **kwargs: object) -> Task:
+def launch_background_task(name: str, /, *args: object, **kwargs: object) -> Task:
     """Starts background task ``name`` in its own process and returns its :class:`Task`
     at once (it waits in a queue while ``--max-tasks`` others run).
 
@@ -223,7 +223,7 @@ def get_background_task(task_id: str) -> Task:
     return task
 
 
-def list_background_tasks(all_environments: bool = False) -> list[Task]:
+def list_background_tasks(*, all_environments: bool = False) -> list[Task]:
     """Every task this server keeps a record of, oldest first (server code and trusted
     clients). ``all_environments`` is accepted for Anvil's sake: one server, one list."""
     tasks = ask("list")

@@ -169,7 +169,8 @@ class Task:
         if status in (None, "completed"):
             return status == "completed"
         if status == "failed":
-            raise self.get_error()  # type: ignore[misc]
+            error = self.get_error()
+            raise error or BackgroundTaskError(f"background task {self._name!r} failed")
         from tether.errors import BackgroundTaskKilled
 
         if status == "killed":

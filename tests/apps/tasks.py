@@ -174,3 +174,26 @@ def tasks_launch(name: str, *args: object) -> server.Task:
 @server.callable
 def tasks_job_capability(n: int) -> server.Capability:
     return server.Capability(["job", n])
+
+
+@server.background_task
+def thread_leak() -> str:
+    """Leaves a thread that never ends: the process must still go when the task is done."""
+    import threading
+
+    threading.Thread(target=threading.Event().wait, daemon=False).start()
+    return "done"
+
+
+@server.background_task
+def exits() -> None:
+    """sys.exit() in a task is a failure, not a vanished process."""
+    raise SystemExit(0)
+
+
+@server.background_task
+def environment() -> bool:
+    """Whether anything of the task's instructions is in its environment."""
+    import os
+
+    return any("TETHER_TASK" in name or "tether://" in value for name, value in os.environ.items())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -17,7 +18,12 @@ import pytest
 import tests.apps.tasks  # noqa: F401 - registers the tasks
 from tests.conftest import TIMEOUT
 from tether import create_app, testing
-from tether.errors import BackgroundTaskError, BackgroundTaskNotFound, PermissionDenied
+from tether.errors import (
+    BackgroundTaskError,
+    BackgroundTaskNotFound,
+    PermissionDenied,
+    RemoteError,
+)
 from tether.runtime.app import TetherApp
 from tether.runtime.stores import SqliteStore
 from tether.runtime.task_list import _plain, list_tasks, print_tasks
@@ -75,7 +81,14 @@ def test_records_of_an_earlier_server(db: Path) -> None:
         assert "o1" not in tasks.records  # expired
         assert "garbage" not in tasks.records  # unreadable: skipped
         wait_until(lambda: tasks.records["q2"].status == "failed", "the unknown task fails")
-        assert tasks.records["q2"].error_text is None  # "could not start": logged
+        why = "could not start: no background task named 'no-longer-registered'"
+        assert tasks.records["q2"].error_text == why
+        gone = tasks.records["q2"].handle()
+        error = gone.get_error()
+        assert isinstance(error, RemoteError)
+        assert (error.type_name, str(error.args[0])) == ("BackgroundTaskError", why)
+        with pytest.raises(RemoteError, match="could not start"):
+            gone.is_completed()
         # a task launched now runs beside them
         task = tasks.launch("finish", (7,), {})
         wait_until(lambda: tasks.records[task.get_id()].status == "completed", "completion")
@@ -224,3 +237,92 @@ def test_tether_tasks_shows_portable_objects_by_name(capsys: pytest.CaptureFixtu
     assert _plain(None) is None
     print_tasks([], as_json=False)
     assert "0 background task(s)" in capsys.readouterr().out
+
+
+# -- a process that lingers, fails early, or is impersonated ----------------------------
+
+
+def test_a_thread_left_behind_does_not_keep_the_slot(db: Path) -> None:
+    app = create_app(store=f"sqlite:///{db}", max_tasks=1)
+    with testing.serve(app):
+        tasks = app.dispatcher.tasks
+        first = tasks.launch("thread_leak", (), {})
+        second = tasks.launch("finish", (2,), {})
+        wait_until(lambda: tasks.records[second.get_id()].status == "completed", "the next")
+        assert first.get_return_value() == "done"
+        wait_until(lambda: tasks.running == 0, "both processes gone")
+
+
+def test_sys_exit_in_a_task_is_a_failure(db: Path) -> None:
+    app = create_app(store=f"sqlite:///{db}")
+    with testing.serve(app):
+        tasks = app.dispatcher.tasks
+        task = tasks.launch("exits", (), {})
+        wait_until(lambda: not task.is_running(), "the end")
+        assert task.get_termination_status() == "failed"
+        error = task.get_error()
+        assert isinstance(error, RemoteError)
+        assert error.type_name == "SystemExit"
+
+
+def test_the_instructions_are_not_in_the_environment(db: Path) -> None:
+    app = create_app(store=f"sqlite:///{db}")
+    with testing.serve(app):
+        tasks = app.dispatcher.tasks
+        task = tasks.launch("environment", (), {})
+        wait_until(lambda: not task.is_running(), "the end")
+        assert task.get_return_value() is False
+
+
+def test_only_a_running_tasks_process_opens_the_private_port(db: Path) -> None:
+    from tether.client import Client
+
+    app = create_app(store=f"sqlite:///{db}", uplink_key="k")
+    with testing.serve(app) as url:
+        tasks = app.dispatcher.tasks
+        task = tasks.launch("spin", (), {})
+        wait_until(lambda: tasks.running == 1, "the task runs")
+        host, port = tasks._address or ("", 0)
+        private = f"tether://{host}:{port}"
+        task_key = tasks.key_for(task.get_id())
+        attempts: list[tuple[str, str | None, dict[str, object]]] = [
+            (private, None, {}),  # no key: nothing but task hellos there
+            (private, "k", {}),  # even the uplink key
+            (private, tasks.key_for("another"), {"task": task.get_id()}),  # another's key
+            (url, task_key, {"task": task.get_id()}),  # the right key on the public port
+        ]
+        for target, key, extra in attempts:
+            with pytest.raises(PermissionDenied, match="Incorrect uplink key"):
+                Client(target, key, reconnect=False, hello_extra=extra).close()
+        tasks.kill(tasks.records[task.get_id()])
+
+
+def test_arguments_whose_repr_fails_are_summarised_by_type(db: Path) -> None:
+    class Shy:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    from tether.runtime.tasks import _summary
+
+    summary = _summary((Shy(), "x" * 500), {"k": [1] * 50})
+    assert re.fullmatch(
+        r"<Shy instance at 0x[0-9a-f]+>, 'x+\.\.\.x+', k=\[1, 1, 1, 1, 1, \.\.\.\]", summary
+    )
+    assert len(_summary(("y" * 10_000,) * 50, {})) <= 200
+
+
+def test_tether_tasks_refuses_a_memory_store_and_shows_markup_as_text(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match="memory store"):
+        list_tasks("memory", None)
+    app = create_app(store=f"sqlite:///{db}")
+    with testing.serve(app):
+        tasks = app.dispatcher.tasks
+        task = tasks.launch("finish", ("[/x] [bold]",), {})
+        wait_until(lambda: not task.is_running(), "the end")
+    print_tasks(list_tasks(f"sqlite:///{db}", None), as_json=False)
+    assert "[/x]" in capsys.readouterr().out
+    db.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ValueError, match="cannot read the tasks"):
+        list_tasks(f"sqlite:///{db}", None)

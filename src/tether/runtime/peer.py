@@ -85,8 +85,11 @@ class Peer:
         slot: SessionSlot | None = None,
         location: Location | None = None,
         origin: str | None = None,
+        tasks_only: bool = False,
     ) -> None:
         self.dispatcher = dispatcher
+        self.tasks_only = tasks_only
+        """On the tasks' private port: the hello must be a task process's."""
         self.browser = browser
         self.origin = origin
         """The app's public origin as this connection reached it (``get_app_origin()``)."""
@@ -205,13 +208,13 @@ class Peer:
         options = self.dispatcher.options
         key = hello.key or None
         task_id = hello.extra.get("task")
-        if key is not None and task_id is not None and _same(key, self.dispatcher.tasks.key):
-            # a background task's own process, on the private port
-            if not (type(task_id) is str and self.dispatcher.tasks.records.get(task_id)):
-                self.connection.reject("Unknown background task")
-                self.close_reason = "unknown task"
+        if self.tasks_only or task_id is not None:
+            # a background task's own process: only on the private port, with its key
+            if not (self.tasks_only and key and self.dispatcher.tasks.accepts(task_id, key)):
+                self.connection.reject("Incorrect uplink key")
+                self.close_reason = "not a running task's process"
                 return
-            self.trusted, self.task_id = True, task_id
+            self.trusted, self.task_id = True, str(task_id)
         elif options.uplink_key is not None and key is not None and _same(key, options.uplink_key):
             self.trusted = True
         elif key is not None and not (options.client_key and _same(key, options.client_key)):

@@ -43,19 +43,22 @@ def list_tasks(store_url: str | None, data_dir: str | None) -> list[TaskRow]:
         ValueError: a bad store URL, or no store there.
     """
     store = open_store(store_url, data_dir)
-    if isinstance(store, SqliteStore) and not Path(store.path).exists():
+    if not isinstance(store, SqliteStore):
+        raise ValueError(f"{store.url}: a memory store lives in its server; nothing to read")
+    if not Path(store.path).exists():
         raise ValueError(f"no server store at {store.path}: has the server run there?")
     return asyncio.run(_load(store))
 
 
 async def _load(store: Store) -> list[TaskRow]:
-    await store.open()
     try:
-        records = [TaskRecord.from_bytes(data) for data in await store.load_tasks()]
-    except sqlite3.Error as exc:
-        raise ValueError(f"cannot read {store.url}: {exc}") from None
-    finally:
-        await store.close()
+        await store.open()
+        try:
+            records = [TaskRecord.from_bytes(data) for data in await store.load_tasks()]
+        finally:
+            await store.close()
+    except (sqlite3.Error, orjson.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"cannot read the tasks of {store.url}: {exc}") from None
     return [_row(r) for r in sorted(records, key=lambda r: r.created)]
 
 
@@ -111,6 +114,7 @@ def print_tasks(rows: list[TaskRow], *, as_json: bool) -> None:
     from rich.console import Console
     from rich.progress_bar import ProgressBar
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"{len(rows)} background task(s)")
     for column in ("id", "task", "status", "progress", "started", "for", "args", "error"):
@@ -124,15 +128,15 @@ def print_tasks(rows: list[TaskRow], *, as_json: bool) -> None:
         )
         began = row.started or row.created
         took = (row.ended or now) - began
-        table.add_row(
+        table.add_row(  # Text: names, arguments and errors are never read as markup
             row.id[:8],
-            row.name,
+            Text(row.name),
             row.status,
             bar,
             dt.datetime.fromtimestamp(began).strftime("%m-%d %H:%M:%S"),
             f"{took:.1f} s",
-            row.args,
-            row.error or "",
+            Text(row.args),
+            Text(row.error or ""),
         )
     Console().print(table)
 

@@ -1,9 +1,10 @@
 """Background tasks on the server: records, a bounded queue, and one process per task.
 
-A task runs in a fresh interpreter (``python -m tether.client.task_worker``: the same as
+A task runs in a fresh interpreter (``python -m tether.task_worker``: the same as
 multiprocessing's *spawn*), which imports the module that registered the task and connects
-back to this server over a private TCP port on 127.0.0.1 with a key only this server
-process knows. Through that connection the task fetches its arguments, makes
+back to this server over a private TCP port on 127.0.0.1 with a key of its own (an HMAC
+of the task id with a secret of this server process), read from a pipe. Through that
+connection the task fetches its arguments, makes
 ``server.call``s, publishes capability updates, reports ``task_state`` and finally its
 result. Killing a task kills its process (SIGKILL).
 
@@ -17,9 +18,11 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
-import os
+import reprlib
 import secrets
 import sys
 import threading
@@ -52,6 +55,10 @@ RETENTION = 7 * 24 * 3600.0
 """Seconds a finished task's record is kept."""
 PURGE_EVERY = 3600.0
 """Seconds between two purges of expired records."""
+START_TIMEOUT = 60.0
+"""Seconds a task's process has to connect and ask for its arguments."""
+EXIT_GRACE = 5.0
+"""Seconds a task's process may linger after reporting its result before it is killed."""
 RUNNING = ("queued", "running")
 SUMMARY_CHARS = 200
 
@@ -115,6 +122,9 @@ class TaskManager:
         self._open = False
         self._watchers: set[asyncio.Task[None]] = set()
         self._purging: asyncio.Future[None] | None = None
+        self._port_lock = asyncio.Lock()
+        self._connected: dict[str, asyncio.Event] = {}
+        self._unsaved: set[str] = set()
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -175,6 +185,8 @@ class TaskManager:
                     await process.wait()
             except TimeoutError:  # pragma: no cover - SIGKILL does not take 5 s
                 log.error("task process %d did not stop", process.pid)
+        for watcher in list(self._watchers):
+            watcher.cancel()
         if self._listener is not None:
             self._listener.stop()
             self._listener = self._address = None
@@ -200,7 +212,8 @@ class TaskManager:
         try:
             encoded = sessions.encode("args", {"args": list(args), "kwargs": kwargs})
         except SerializationError as exc:
-            raise SerializationError(f"cannot send these arguments to a task: {exc}") from None
+            why = str(exc).replace("cannot store 'args' in server.session: ", "")
+            raise SerializationError(f"cannot send these arguments to a task: {why}") from None
         record = TaskRecord(
             id=secrets.token_urlsafe(18),
             name=name,
@@ -235,45 +248,81 @@ class TaskManager:
             self._track(self._start(record))
 
     async def _start(self, record: TaskRecord) -> None:
+        process = None
         try:
             address = await self._private_port()
             entry = self.registry.get(record.name)
             if entry is None:  # queued by an earlier server that had it
                 raise BackgroundTaskError(f"no background task named {record.name!r}")
-            spec = {
-                "id": record.id,
-                "module": entry.module,
-                "url": "tether://{}:{}".format(*address),
-                "key": self.key,
-                "path": [p for p in sys.path if p],
-            }
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "tether.client.task_worker",
-                stdin=asyncio.subprocess.DEVNULL,
-                env={**os.environ, "TETHER_TASK": json.dumps(spec)},
-            )
+            if record.status == "queued" and self._open:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-P",  # the server's working folder must not shadow modules (a json.py)
+                    "-m",
+                    "tether.task_worker",
+                    stdin=asyncio.subprocess.PIPE,
+                    start_new_session=True,  # Ctrl-C is the server's to handle, not theirs
+                )
+                spec = {
+                    "id": record.id,
+                    "module": entry.module,
+                    "url": "tether://{}:{}".format(*address),
+                    "key": self.key_for(record.id),
+                    "path": [p for p in sys.path if p],
+                    "log_level": logging.getLogger("tether").getEffectiveLevel(),
+                }
+                assert process.stdin is not None
+                process.stdin.write(json.dumps(spec).encode())  # never in its environment
+                process.stdin.close()
         except Exception as exc:
             log.exception("cannot start background task %r", record.name)
             with self._lock:
                 self._starting -= 1
-                self._end(record, "failed", f"could not start: {exc}")
+                if record.status in RUNNING:
+                    self._end(record, "failed", f"could not start: {exc}")
+            if process is not None:
+                _kill(process)
             self._save(record)
             self._pump()
             return
         with self._lock:
             self._starting -= 1
-            self._processes[record.id] = process
-            if record.status == "killed":  # killed while it started
-                _kill(process)
-            else:
-                record.status, record.started, record.pid = "running", time.time(), process.pid
+            if process is not None:
+                self._processes[record.id] = process
+                if record.status == "queued":
+                    record.status, record.started, record.pid = "running", time.time(), process.pid
+                else:  # killed, or the server stopped, while it started
+                    _kill(process)
         self._save(record)
-        self._track(self._watch(record, process))
+        if process is not None:
+            self._track(self._watch(record, process))
+            self._track(self._deadline(record, process))
+        else:
+            self._pump()
+
+    async def _deadline(self, record: TaskRecord, process: asyncio.subprocess.Process) -> None:
+        """A process that never asks for its arguments (an import that hangs) is killed
+        after START_TIMEOUT; one that reported its result but does not exit (a thread it
+        left running), after EXIT_GRACE. Either way its slot is freed."""
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                await record_event(self._connected, record.id)
+        except TimeoutError:
+            with self._lock:
+                if record.status == "running":
+                    self._end(record, "failed", f"did not start within {START_TIMEOUT:g} s")
+            _kill(process)
+            self._save(record)
+            return
+        while process.returncode is None:
+            await asyncio.sleep(EXIT_GRACE)
+            if process.returncode is None and record.status not in RUNNING:
+                log.warning("task %r ended but its process did not exit: killed", record.name)
+                _kill(process)
 
     async def _watch(self, record: TaskRecord, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
+        self._connected.pop(record.id, None)
         with self._lock:
             self._processes.pop(record.id, None)
             vanished = record.status == "running"
@@ -287,21 +336,44 @@ class TaskManager:
         self._pump()
 
     async def _private_port(self) -> tuple[str, int]:
-        if self._address is None:
-            from tether.runtime.tcp import TcpListener
+        """The port task processes connect to (opened once; it answers nothing but a
+        task's own hello)."""
+        async with self._port_lock:
+            if self._address is None:
+                from tether.runtime.tcp import TcpListener
 
-            listener = TcpListener(self.dispatcher, "127.0.0.1", 0)
-            self._address = await listener.start()
-            self._listener = listener
+                listener = TcpListener(self.dispatcher, "127.0.0.1", 0, tasks_only=True)
+                self._address = await listener.start()
+                self._listener = listener
         return self._address
+
+    def key_for(self, task_id: str) -> str:
+        """The key of one task's process: it opens that task's connection, nothing else."""
+        return hmac.new(self.key.encode(), task_id.encode(), hashlib.sha256).hexdigest()
+
+    def accepts(self, task_id: object, key: str) -> bool:
+        """Whether ``key`` is the key of running task ``task_id``."""
+        if type(task_id) is not str:
+            return False
+        record = self.records.get(task_id)
+        if record is None or record.status != "running":
+            return False
+        return hmac.compare_digest(key.encode(), self.key_for(task_id).encode())
 
     # -- what a task's process reports --------------------------------------------------
 
     def started(self, task_id: str) -> list[object]:
-        """The task's name and arguments, for its process."""
+        """The task's name and arguments, for its process (once: they are then forgotten,
+        and only the summary stays)."""
         record = self._get(task_id)
-        document = self.dispatcher.sessions.decode((record.args or "null").encode())
-        assert isinstance(document, dict)
+        if record.args is None:
+            raise BackgroundTaskError(f"task {task_id!r} has already started")
+        document = self.dispatcher.sessions.decode(record.args.encode())
+        if not isinstance(document, dict):
+            raise BackgroundTaskError(f"task {task_id!r} has unreadable arguments")
+        record.args = None
+        self._connected.setdefault(task_id, asyncio.Event()).set()
+        self._save(record)
         return [record.name, document["args"], document["kwargs"]]
 
     def report_state(self, task_id: str, state: object) -> None:
@@ -316,6 +388,7 @@ class TaskManager:
         ``value`` the exception: portable, or ``[type name, message]``); ``state`` is its
         final state (None: keep the last one reported)."""
         record = self._get(task_id)
+        self._connected.setdefault(task_id, asyncio.Event()).set()  # it did connect
         if record.status != "running":
             return
         sessions = self.dispatcher.sessions
@@ -404,10 +477,11 @@ class TaskManager:
 
     def kill(self, record: TaskRecord) -> None:
         with self._lock:
-            if record.status not in RUNNING:
+            process = self._processes.get(record.id)  # also one that ended but lingers
+            if record.status in RUNNING:
+                self._end(record, "killed", None)
+            elif process is None:
                 return
-            self._end(record, "killed", None)
-            process = self._processes.get(record.id)
         if process is not None:
             self._on_loop(_kill, process)
         self._on_loop(self._save, record)
@@ -427,13 +501,27 @@ class TaskManager:
 
     def _end(self, record: TaskRecord, status: str, why: str | None) -> None:
         record.status, record.ended = status, time.time()
-        if why and status == "missing":
+        if why and status in ("missing", "failed") and record.error is None:
             record.error_text = why
+            if status == "failed":  # Tether's own reason: the task's error to its owner
+                error = ["BackgroundTaskError", why]
+                record.error = self.dispatcher.sessions.encode("error", error).decode()
 
     def _save(self, record: TaskRecord) -> None:
-        """Writes the record soon, in order (from the loop or any thread)."""
-        data, ended = record.to_bytes(), record.ended
-        self.dispatcher.sessions.background(self.dispatcher.store.save_task(record.id, data, ended))
+        """Writes the record soon (from the loop or any thread). Saves of one record are
+        merged: what is written is its latest version, so a fast reporter never queues
+        a copy per report."""
+        with self._lock:
+            if record.id in self._unsaved:
+                return
+            self._unsaved.add(record.id)
+        self.dispatcher.sessions.background(self._write(record))
+
+    async def _write(self, record: TaskRecord) -> None:
+        with self._lock:
+            self._unsaved.discard(record.id)
+            data, ended = record.to_bytes(), record.ended
+        await self.dispatcher.store.save_task(record.id, data, ended)
 
     def _on_loop(self, fn: Any, *args: Any) -> None:
         loop = self.dispatcher.loop
@@ -467,7 +555,25 @@ def _three(args: tuple[Any, ...]) -> tuple[object, list[object], dict[str, objec
     return args[0], args[1], args[2]
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 40, 40, 5, 5
+
+
 def _summary(args: tuple[object, ...], kwargs: dict[str, object]) -> str:
-    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    """A short text of the arguments for ``tether tasks`` (shown to whoever reads the
+    store: pass secrets some other way)."""
+
+    def short(value: object) -> str:
+        try:
+            return _REPR.repr(value)
+        except Exception:  # a __repr__ that fails
+            return f"<{type(value).__name__}>"
+
+    parts = [short(a) for a in args] + [f"{k}={short(v)}" for k, v in kwargs.items()]
     text = ", ".join(parts)
     return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
+
+
+async def record_event(events: dict[str, asyncio.Event], task_id: str) -> None:
+    """Waits until ``events[task_id]`` is set (made here if needed)."""
+    await events.setdefault(task_id, asyncio.Event()).wait()

@@ -48,6 +48,7 @@ class _PeerStream(FramedStream):
             dialect="tether",
             subprotocol=SUBPROTOCOL,
             location=self.listener.locate(address[0]) if isinstance(address, tuple) else None,
+            tasks_only=self.listener.tasks_only,
         )
         self.listener.streams.add(self)
         timeout = self.listener.dispatcher.options.handshake_timeout
@@ -91,8 +92,12 @@ class TcpListener:
         host: str,
         port: int,
         locate: Callable[[str], Location | None] | None = None,
+        *,
+        tasks_only: bool = False,
     ) -> None:
         self.dispatcher = dispatcher
+        self.tasks_only = tasks_only
+        """The background tasks' private port: only a task's own hello is accepted."""
         self.locate = locate or _nowhere
         self.host = host
         self.port = port
