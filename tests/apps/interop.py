@@ -1,0 +1,77 @@
+"""Server functions the real anvil-uplink client calls (tests/interop)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from tether import server
+
+
+@server.portable_class("interop.Point")
+class Point:
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+
+@server.portable_class("interop.Refused")
+class Refused(Exception):
+    pass
+
+
+@server.callable("interop.echo")
+def echo(*args: object, **kwargs: object) -> dict[str, object]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@server.callable("interop.describe")
+def describe(value: object) -> str:
+    """How the server sees a value: its type and a stable text."""
+    if isinstance(value, float) and math.isnan(value):
+        return "float nan"
+    if isinstance(value, server.Media):
+        return f"media {value.content_type} {value.name} {value.length}"
+    if isinstance(value, Point):
+        return f"Point {value.x} {value.y}"
+    if isinstance(value, dt.datetime):
+        return f"datetime {value.isoformat()}"
+    return f"{type(value).__name__} {value!r}"
+
+
+@server.callable("interop.media")
+def media(size: int) -> server.BlobMedia:
+    return server.BlobMedia("application/octet-stream", b"m" * size, name=f"{size}.bin")
+
+
+@server.callable("interop.point")
+def point(p: Point) -> Point:
+    return Point(p.y, p.x)
+
+
+@server.callable("interop.point_class")
+def point_class() -> type:
+    return Point
+
+
+@server.callable("interop.fail")
+def fail(kind: str) -> None:
+    if kind == "portable":
+        raise Refused("refused here")
+    if kind == "permission":
+        raise server.PermissionDenied("not you")
+    raise ZeroDivisionError("plain failure")
+
+
+@server.callable("interop.context")
+def context() -> list[object]:
+    ctx = server.context
+    return [
+        ctx.client.type,
+        ctx.remote_caller.type if ctx.remote_caller else None,
+        bool(ctx.remote_caller and ctx.remote_caller.is_trusted),
+    ]
+
+
+@server.callable("interop.call_script")
+def call_script(name: str, *args: object) -> object:
+    return server.call(name, *args)

@@ -1,0 +1,219 @@
+"""The real anvil-uplink client (PyPI, its own virtual environment, its own process)
+against Tether's ``/_/uplink``: values, media, both call directions, errors, portable
+classes, keys, and a script that goes away."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.conftest import TIMEOUT
+from tests.interop.conftest import Script, uplink_url
+from tether import testing
+from tether.client import AsyncClient
+from tether.errors import NoServerFunctionError, RemoteError, UplinkDisconnectedError
+
+UPLINK_KEY = "interop-uplink-key"
+CLIENT_KEY = "interop-client-key"
+Run = Callable[[str, str, str], Script]
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with testing.serve(
+        "tests.apps.interop", uplink_key=UPLINK_KEY, client_key=CLIENT_KEY
+    ) as served:
+        yield served
+
+
+def test_values_of_every_kind_cross_both_ways(url: str, run_script: Run) -> None:
+    script = run_script(
+        """
+        import datetime as dt
+        anvil.server.connect(KEY, url=URL, quiet=True)
+        d = lambda v: anvil.server.call("interop.describe", v)
+        out([d(2**40), d(-(2**70)), d(float("inf")), d(float("-inf")), d(float("nan")),
+             d(dt.date(2024, 2, 29)),
+             d(dt.datetime(2024, 2, 29, 12, 30, 5, 250000, tzinfo=dt.timezone.utc)),
+             d("héllo"), d([1, [2, None]]), d({"k": True})])
+        back = anvil.server.call("interop.echo", 2**40, float("inf"), dt.date(2024, 2, 29), k=[1])
+        out([back["args"][0] == 2**40, back["args"][1] == float("inf"),
+             back["args"][2] == dt.date(2024, 2, 29), back["kwargs"]])
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    assert script.read() == [
+        "int 1099511627776",
+        "int -1180591620717411303424",
+        "float inf",
+        "float -inf",
+        "float nan",
+        "date datetime.date(2024, 2, 29)",
+        "datetime 2024-02-29T12:30:05.250000+00:00",
+        "str 'héllo'",
+        "list [1, [2, None]]",
+        "dict {'k': True}",
+    ]
+    assert script.read() == [True, True, True, {"k": [1]}]
+
+
+@pytest.mark.parametrize("size", [0, 65536, 1024 * 1024])
+def test_media_up_and_down(url: str, run_script: Run, size: int) -> None:
+    script = run_script(
+        f"""
+        anvil.server.connect(KEY, url=URL, quiet=True)
+        sent = anvil.BlobMedia("text/plain", b"u" * {size}, name="up.txt")
+        out(anvil.server.call("interop.describe", sent))
+        got = anvil.server.call("interop.media", {size})
+        data = got.get_bytes()
+        out([got.content_type, got.name, len(data), data == b"m" * {size}])
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    assert script.read() == f"media text/plain up.txt {size}"
+    assert script.read() == ["application/octet-stream", f"{size}.bin", size, True]
+
+
+def test_errors_arrive_as_the_clients_classes(url: str, run_script: Run) -> None:
+    script = run_script(
+        """
+        anvil.server.connect(KEY, url=URL, quiet=True)
+
+        # anvil-uplink re-raises an error as a class of its own only for names
+        # registered this way (a portable class alone arrives as AnvilWrappedError)
+        @anvil.server.portable_class("interop.Refused")
+        class Refused(anvil.server.AnvilWrappedError):
+            pass
+
+        anvil.server._register_exception_type("interop.Refused", Refused)
+
+        seen = []
+        for call in (lambda: anvil.server.call("interop.nope"),
+                     lambda: anvil.server.call("interop.fail", "permission"),
+                     lambda: anvil.server.call("interop.fail", "portable"),
+                     lambda: anvil.server.call("interop.fail", "plain")):
+            try:
+                call()
+            except Exception as exc:
+                error = getattr(exc, "error_obj", None) or {}
+                seen.append([type(exc).__name__, error.get("type"), str(exc)])
+        out(seen)
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    seen = script.read()
+    assert isinstance(seen, list)
+    assert [kind for kind, _, _ in seen] == [
+        "NoServerFunctionError",  # anvil.server's own classes
+        "PermissionDenied",
+        "Refused",  # the script's class registered under that type name
+        "AnvilWrappedError",  # anything else: its type name and message
+    ]
+    assert seen[0][2] == "no server function named 'interop.nope'"
+    assert seen[1][2] == "not you"
+    assert seen[2][1:] == ["interop.Refused", "refused here"]
+    assert seen[3][1] == "ZeroDivisionError"
+    assert "plain failure" in seen[3][2]
+
+
+def test_portable_classes_with_the_same_name_round_trip(url: str, run_script: Run) -> None:
+    script = run_script(
+        """
+        anvil.server.connect(KEY, url=URL, quiet=True)
+
+        @anvil.server.portable_class("interop.Point")
+        class Point:
+            def __init__(self, x, y):
+                self.x, self.y = x, y
+
+        p = anvil.server.call("interop.point", Point(1, 2))
+        out([type(p).__name__, p.x, p.y, anvil.server.call("interop.point_class") is Point])
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    assert script.read() == ["Point", 2, 1, True]
+
+
+async def test_tether_calls_the_scripts_functions(url: str, run_script: Run) -> None:
+    script = run_script(
+        """
+        @anvil.server.callable("script.double")
+        def double(x):
+            return x * 2
+
+        @anvil.server.callable
+        def script_context():
+            return "called"
+
+        @anvil.server.callable("script.fail")
+        def fail():
+            raise KeyError("missing key")
+
+        anvil.server.connect(KEY, url=URL, quiet=True)
+        out("ready")
+        sys.stdin.read()  # until the test is done
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    assert script.read() == "ready"
+    async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+        results = await asyncio.gather(*(client.call("script.double", n) for n in range(20)))
+        assert results == [n * 2 for n in range(20)]
+        assert await client.call("script_context") == "called"
+        assert await client.call("interop.call_script", "script.double", 21) == 42
+        with pytest.raises(RemoteError) as raised:
+            await client.call("script.fail")
+        assert raised.value.type_name == "KeyError"
+        assert "missing key" in str(raised.value)
+        assert script.process.stdin is not None
+        script.process.stdin.close()  # the script disconnects
+        script.process.wait(TIMEOUT)
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while True:  # its registrations vanish with it
+            try:
+                await client.call("script.double", 1)
+            except (NoServerFunctionError, UplinkDisconnectedError):
+                break
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+
+
+def test_keys(url: str, run_script: Run) -> None:
+    client_key = run_script(
+        """
+        anvil.server.connect(KEY, url=URL, quiet=True)
+        out(anvil.server.call("interop.context"))
+        """,
+        uplink_url(url),
+        CLIENT_KEY,
+    )
+    assert client_key.read() == ["uplink", "client_uplink", False]
+    trusted = run_script(
+        """
+        anvil.server.connect(KEY, url=URL, quiet=True)
+        out(anvil.server.call("interop.context"))
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    assert trusted.read() == ["uplink", "uplink", True]
+    wrong = run_script(
+        """
+        try:
+            anvil.server.connect(KEY, url=URL, quiet=True)
+            anvil.server.call("interop.context")
+        except Exception as exc:
+            out([type(exc).__name__, str(exc)])
+        """,
+        uplink_url(url),
+        "wrong-key",
+    )
+    _kind, message = wrong.read()  # type: ignore[misc]
+    assert "key" in message.lower(), message
