@@ -74,13 +74,16 @@ class Script:
 
     def finish(self) -> tuple[str, str]:
         """Closes its stdin (scripts wait on it to end), then waits; kills past TIMEOUT."""
+        process = self.process
+        if process.stdin is not None and process.stdin.closed:
+            process.stdin = None  # the test closed it already
+        if process.stdout is not None and process.stdout.closed:
+            return "", ""  # finished before
         try:
-            return self.process.communicate(timeout=TIMEOUT)
+            return process.communicate(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.communicate(timeout=10)
-        except ValueError:  # already communicated
-            return "", ""
+            process.kill()
+            return process.communicate(timeout=10)
 
 
 @pytest.fixture
