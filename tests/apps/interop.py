@@ -75,3 +75,28 @@ def context() -> list[object]:
 @server.callable("interop.call_script")
 def call_script(name: str, *args: object) -> object:
     return server.call(name, *args)
+
+
+@server.callable("interop.mint")
+def mint(*scope: object) -> server.Capability:
+    return server.Capability(list(scope))
+
+
+@server.callable("interop.check")
+def check(cap: server.Capability, *pattern: object) -> list[object]:
+    """``"*"`` in the pattern stands for ``Capability.ANY`` (which does not cross the wire)."""
+    wanted = [server.Capability.ANY if p == "*" else p for p in pattern]
+    return [cap.scope, server.unwrap_capability(cap, wanted)]
+
+
+@server.callable("interop.progress")
+def progress(cap: server.Capability, value: object) -> str:
+    """Sends an update on the caller's capability: it goes back in capUpdates."""
+    cap.send_update({"progress": value})
+    return "sent"
+
+
+@server.callable("interop.relay")
+def relay(name: str, cap: server.Capability) -> object:
+    """Passes ``cap`` on to a script's function: its updates flow back through here."""
+    return server.call(name, cap)

@@ -217,3 +217,90 @@ def test_keys(url: str, run_script: Run) -> None:
     )
     _kind, message = wrong.read()  # type: ignore[misc]
     assert "key" in message.lower(), message
+
+
+# -- capabilities -----------------------------------------------------------------------
+
+
+def test_capabilities_minted_narrowed_tampered_and_minted_by_the_script(
+    url: str, run_script: Run
+) -> None:
+    script = run_script(
+        """
+        anvil.server.connect(KEY, url=URL, quiet=True)
+        def attempt(call):
+            try:
+                return call()
+            except Exception as exc:
+                return [type(exc).__name__, str(exc)]
+
+        cap = anvil.server.call("interop.mint", "doc", 17)
+        out([type(cap).__name__, cap.scope])
+        narrow = cap.narrow(["page", 3])
+        out(anvil.server.call("interop.check", narrow, "doc", 17, "page", "*"))
+        tampered = anvil.server.Capability.__new__(anvil.server.Capability)
+        tampered.__dict__.update(cap.__dict__)
+        tampered._scope = ["doc", 18]
+        out(attempt(lambda: anvil.server.call("interop.check", tampered, "doc", 18)))
+        mine = anvil.server.Capability(["script", 1])  # unsigned: a trusted script's own
+        out(attempt(lambda: anvil.server.call("interop.check", mine, "script", 1)))
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    assert script.read() == ["Capability", ["doc", 17]]
+    assert script.read() == [["doc", 17, "page", 3]] * 2  # narrowed by the script: accepted
+    kind, message = script.read()  # type: ignore[misc]
+    assert kind == "PermissionDenied", message
+    assert script.read() == [["script", 1], ["script", 1]]
+
+
+def test_an_untrusted_script_cannot_mint(url: str, run_script: Run) -> None:
+    script = run_script(
+        """
+        anvil.server.connect(KEY, url=URL, quiet=True)
+        try:
+            anvil.server.call("interop.check", anvil.server.Capability(["mine"]), "mine")
+        except Exception as exc:
+            out(type(exc).__name__)
+        """,
+        uplink_url(url),
+        CLIENT_KEY,
+    )
+    assert script.read() == "PermissionDenied"
+
+
+def test_updates_flow_back_to_the_script_and_across_hops(url: str, run_script: Run) -> None:
+    script = run_script(
+        """
+        anvil.server.connect(KEY, url=URL, quiet=True)
+        seen = []
+        cap = anvil.server.call("interop.mint", "job", 1)
+        cap.set_update_handler(seen.append)
+        anvil.server.call("interop.progress", cap, 10)
+        out(seen)
+
+        @anvil.server.callable("script.work")
+        def work(job_cap):
+            job_cap.send_update({"step": "script"})
+            return "worked"
+
+        out("ready")
+        sys.stdin.read()
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    assert script.read() == [{"progress": 10}]
+    assert script.read() == "ready"
+
+    async def through_the_script() -> list[object]:
+        async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+            cap = await client.call("interop.mint", "job", 2)
+            seen: list[object] = []
+            cap.set_update_handler(seen.append)  # type: ignore[attr-defined]
+            # Tether client -> server function -> the script's function -> back
+            assert await client.call("interop.relay", "script.work", cap) == "worked"
+            return seen
+
+    assert asyncio.run(through_the_script()) == [{"step": "script"}]
