@@ -100,3 +100,18 @@ def progress(cap: server.Capability, value: object) -> str:
 def relay(name: str, cap: server.Capability) -> object:
     """Passes ``cap`` on to a script's function: its updates flow back through here."""
     return server.call(name, cap)
+
+
+@server.callable("interop.remember")
+def remember(value: object) -> None:
+    server.session["remembered"] = value
+
+
+@server.callable("interop.recall")
+def recall() -> object:
+    return server.session.get("remembered")
+
+
+@server.callable("interop.origins")
+def origins() -> list[str]:
+    return [server.get_app_origin(), server.get_api_origin()]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import textwrap
+import threading
 import venv
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,31 +61,44 @@ class Script:
             text=True,
             env={**os.environ, "UPLINK_URL": url, "UPLINK_KEY": key, "PYTHONPATH": ""},
         )
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
 
     def read(self) -> object:
         """The next JSON line the script printed (fails on EOF or after TIMEOUT)."""
-        import select
-
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], TIMEOUT)
-        line = self.process.stdout.readline() if ready else ""
+        try:
+            line = self._lines.get(timeout=TIMEOUT)
+        except queue.Empty:
+            line = None
         if not line:
             _, err = self.finish()
             pytest.fail(f"the script printed nothing more; stderr: {err[-3000:]}")
         return json.loads(line)
 
+    def _pump(self) -> None:
+        """Reads stdout on a thread: lines already buffered are never missed."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put("")
+
     def finish(self) -> tuple[str, str]:
         """Closes its stdin (scripts wait on it to end), then waits; kills past TIMEOUT."""
         process = self.process
-        if process.stdin is not None and process.stdin.closed:
-            process.stdin = None  # the test closed it already
-        if process.stdout is not None and process.stdout.closed:
-            return "", ""  # finished before
+        if process.stdin is not None and not process.stdin.closed:
+            process.stdin.close()
         try:
-            return process.communicate(timeout=TIMEOUT)
+            process.wait(TIMEOUT)
         except subprocess.TimeoutExpired:
             process.kill()
-            return process.communicate(timeout=10)
+            process.wait(10)
+        self._reader.join(10)
+        err = process.stderr.read() if process.stderr and not process.stderr.closed else ""
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+        return "", err
 
 
 @pytest.fixture

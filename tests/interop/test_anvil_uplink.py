@@ -304,3 +304,34 @@ def test_updates_flow_back_to_the_script_and_across_hops(url: str, run_script: R
             return seen
 
     assert asyncio.run(through_the_script()) == [{"step": "script"}]
+
+
+# -- the script's functions run for the Tether caller -----------------------------------
+
+
+def test_a_scripts_function_sees_its_caller_and_their_session(url: str, run_script: Run) -> None:
+    script = run_script(
+        """
+        @anvil.server.callable("script.who")
+        def who():
+            ctx = anvil.server.context
+            return [ctx.client.type, ctx.remote_caller.is_trusted,
+                    anvil.server.call("interop.recall")]  # in the caller's session
+
+        anvil.server.connect(KEY, url=URL, quiet=True)
+        out(anvil.server.call("interop.origins"))
+        out("ready")
+        sys.stdin.read()
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    assert script.read() == [url, url + "/_/api"]
+    assert script.read() == "ready"
+
+    async def as_a_client() -> object:
+        async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+            await client.call("interop.remember", "mine")
+            return await client.call("script.who")
+
+    assert asyncio.run(as_a_client()) == ["uplink", False, "mine"]

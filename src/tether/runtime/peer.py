@@ -118,6 +118,9 @@ class Peer:
         self.closed = False
         self.close_reason: str | None = None
         self._pending: dict[str, asyncio.Future[object]] = {}
+        self._originating: dict[str, CallState] = {}
+        """Our calls to this peer still running: a call it makes while handling one
+        (``originating-call``) runs in that caller's session, for that client."""
         self._resuming: asyncio.Task[None] | None = None
         self.context: CallContext | None = None
         self.task_id: str | None = None
@@ -338,13 +341,28 @@ class Peer:
                 # Anvil's uplink client keeps no token to come back with and cannot reset:
                 # its per-connection session simply starts afresh.
                 self.slot.reset()
-            state = CallState(
-                self.context,
-                dispatcher.caller,
-                cap_session=self.cap_session,
-                session=CallSession(self.slot),
-                origin=self.origin,
-            )
+            origin = self._originating.get(str(call.meta.get("originating-call")))
+            if origin is not None:  # nested in a call we made: the original caller's
+                state = CallState(
+                    CallContext(
+                        type="server_module",
+                        client=origin.context.client,
+                        remote_caller=self.context.remote_caller,
+                        background_task_id=origin.context.background_task_id,
+                    ),
+                    dispatcher.caller,
+                    cap_session=self.cap_session,
+                    session=origin.session,
+                    origin=origin.origin,
+                )
+            else:
+                state = CallState(
+                    self.context,
+                    dispatcher.caller,
+                    cap_session=self.cap_session,
+                    session=CallSession(self.slot),
+                    origin=self.origin,
+                )
             target = dispatcher.require(call.command)
             if isinstance(target, ServerFunction):
                 # With ``write``, a worker thread answers the call itself: no hop back.
@@ -479,8 +497,13 @@ class Peer:
         with self._guard:
             call_id = self.connection.send_call(name, args, kwargs, meta)
             self._pending[call_id] = future
-        await self.flush()
-        return await future
+            self._originating[call_id] = state  # its nested calls run for that caller
+        try:
+            await self.flush()
+            return await future
+        finally:
+            with self._guard:
+                self._originating.pop(call_id, None)
 
     def _settle(self, settle: list[Settle]) -> None:
         """Answers from the peer, outside the lock: apply their capability updates (and
