@@ -335,3 +335,48 @@ def test_a_scripts_function_sees_its_caller_and_their_session(url: str, run_scri
             return await client.call("script.who")
 
     assert asyncio.run(as_a_client()) == ["uplink", False, "mine"]
+
+
+def test_the_app_the_script_sees(run_script: Run) -> None:
+    with testing.serve(
+        "tests.apps.interop", uplink_key=UPLINK_KEY, app_id="shop", environment="staging"
+    ) as served:
+        script = run_script(
+            """
+            anvil.server.connect(KEY, url=URL, quiet=True)
+            out([anvil.app.id, anvil.app.environment.name, anvil.app.branch])
+            """,
+            uplink_url(served),
+            UPLINK_KEY,
+        )
+        assert script.read() == ["shop", "staging", "master"]
+
+
+def test_script_threads_call_while_the_server_calls_the_script(url: str, run_script: Run) -> None:
+    script = run_script(
+        """
+        import threading
+
+        @anvil.server.callable("script.square")
+        def square(x):
+            return x * x
+
+        anvil.server.connect(KEY, url=URL, quiet=True)
+        results = {}
+
+        def worker(n):
+            results[n] = [anvil.server.call("interop.echo", n, i)["args"] for i in range(10)]
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        # meanwhile the server calls the script, from a server function
+        squares = [anvil.server.call("interop.call_script", "script.square", n) for n in range(10)]
+        for t in threads:
+            t.join()
+        out([squares, all(results[n] == [[n, i] for i in range(10)] for n in range(4))])
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    assert script.read() == [[n * n for n in range(10)], True]

@@ -298,6 +298,8 @@ def create_app(
     origin: str | None = None,
     max_request_bytes: int = 16 * 1024 * 1024,
     max_tasks: int = 4,
+    app_id: str = "tether-app",
+    environment: str = "default",
 ) -> TetherApp:
     """Returns the ASGI application serving the functions registered in this process.
 
@@ -330,6 +332,8 @@ def create_app(
             that changes it, for ``get_app_origin()``; None: the one each request reached.
         max_request_bytes: the largest request body an HTTP endpoint accepts (413 beyond).
         max_tasks: background task processes running at once; more wait in a queue.
+        app_id, environment: what uplink scripts see as ``anvil.app.id`` and
+            ``anvil.app.environment.name``.
 
     Run it under any ASGI server (``uvicorn``) or mount it in Starlette/FastAPI.
     """
@@ -357,5 +361,7 @@ def create_app(
         origin=origin.rstrip("/") if origin else None,
         max_request_bytes=max_request_bytes,
         max_tasks=max_tasks,
+        app_id=app_id,
+        environment=environment,
     )
     return TetherApp(options)

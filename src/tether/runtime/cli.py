@@ -97,6 +97,15 @@ def main() -> None:
     type=click.IntRange(min=1),
     help="Background task processes running at once (the rest wait in a queue).",
 )
+@click.option(
+    "--app-id", default="tether-app", show_default=True, help="anvil.app.id for uplink scripts."
+)
+@click.option(
+    "--environment",
+    default="default",
+    show_default=True,
+    help="anvil.app.environment.name for uplink scripts.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     app: str,
@@ -122,6 +131,8 @@ def serve(
     origin: str | None,
     max_request_bytes: int,
     max_tasks: int,
+    app_id: str,
+    environment: str,
     log_level: str,
 ) -> None:
     """Serve APP: a module name, a package, a .py file, or a folder holding app.py."""
@@ -154,6 +165,8 @@ def serve(
             origin=origin,
             max_request_bytes=max_request_bytes,
             max_tasks=max_tasks,
+            app_id=app_id,
+            environment=environment,
         )
     except (ImportError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -52,7 +52,8 @@ class ServerOptions:
         threads: size of the thread pool that runs sync server functions.
         allowed_origins: browser origins allowed on the WebSocket besides the server's own.
         handshake_timeout: seconds a new connection has to send its key.
-        app_id: the id reported to peers in ``app-info``.
+        app_id: the id reported to peers in ``app-info`` (``anvil.app.id`` in a script).
+        environment: the environment name reported with it (``anvil.app.environment.name``).
         tcp_host, tcp_port: where to listen for ``tether://`` clients (raw TCP, Python
             peers only); None for no TCP port, 0 for a free one.
         secret: signs capabilities (at least 16 bytes); None reads ``TETHER_SECRET``,
@@ -81,6 +82,7 @@ class ServerOptions:
     allowed_origins: tuple[str, ...] = ()
     handshake_timeout: float = 10.0
     app_id: str = "tether-app"
+    environment: str = "default"
     tcp_host: str = "127.0.0.1"
     tcp_port: int | None = None
     secret: bytes | str | None = field(default=None, repr=False)

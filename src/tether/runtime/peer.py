@@ -287,7 +287,8 @@ class Peer:
         info: dict[str, object] = {
             "id": options.app_id,
             "branch": "master",
-            "environment": {"description": "Tether", "tags": []},
+            # anvil-uplink reads the environment's name from its "description"
+            "environment": {"description": options.environment, "tags": []},
         }
         self.connection.accept("uplink" if self.trusted else "client", info, **extra)
 
