@@ -380,3 +380,72 @@ def test_script_threads_call_while_the_server_calls_the_script(url: str, run_scr
         UPLINK_KEY,
     )
     assert script.read() == [[n * n for n in range(10)], True]
+
+
+# -- a server that goes away and comes back ---------------------------------------------
+
+
+def test_the_script_reconnects_and_registers_again(run_script: Run) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port, stop, wait_for_port
+
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "tether",
+        "serve",
+        "tests.apps.interop",
+        "--port",
+        str(port),
+        "--uplink-key",
+        UPLINK_KEY,
+        "--store",
+        "memory",
+    ]
+
+    def serve() -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        wait_for_port(port, process)
+        return process
+
+    server = serve()
+    try:
+        script = run_script(
+            """
+            import time
+
+            @anvil.server.callable("script.ping")
+            def ping():
+                return "pong"
+
+            anvil.server.connect(KEY, url=URL, quiet=True)
+            out(anvil.server.call("interop.call_script", "script.ping"))
+            sys.stdin.readline()  # the server is restarted meanwhile
+            deadline = time.time() + 20
+            while True:
+                try:
+                    out(anvil.server.call("interop.call_script", "script.ping"))
+                    break
+                except Exception as exc:
+                    if time.time() > deadline:
+                        out(["gave up", type(exc).__name__, str(exc)])
+                        break
+                    time.sleep(0.2)
+            """,
+            f"ws://127.0.0.1:{port}/_/uplink",
+            UPLINK_KEY,
+        )
+        assert script.read() == "pong"
+        stop(server)
+        server = serve()
+        assert script.process.stdin is not None
+        script.process.stdin.write("go\n")
+        script.process.stdin.flush()
+        assert script.read() == "pong"  # reconnected, and its function registered again
+    finally:
+        stop(server)
