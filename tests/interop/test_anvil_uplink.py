@@ -319,13 +319,15 @@ def test_a_scripts_function_sees_its_caller_and_their_session(url: str, run_scri
                     anvil.server.call("interop.recall")]  # in the caller's session
 
         anvil.server.connect(KEY, url=URL, quiet=True)
-        out(anvil.server.call("interop.origins"))
+        out(anvil.server.call("interop.origins"))  # Tether code's answer...
+        out([anvil.server.get_app_origin(), anvil.server.get_api_origin()])  # ...the client's
         out("ready")
         sys.stdin.read()
         """,
         uplink_url(url),
         UPLINK_KEY,
     )
+    assert script.read() == [url, url + "/_/api"]
     assert script.read() == [url, url + "/_/api"]
     assert script.read() == "ready"
 
@@ -449,3 +451,54 @@ def test_the_script_reconnects_and_registers_again(run_script: Run) -> None:
         assert script.read() == "pong"  # reconnected, and its function registered again
     finally:
         stop(server)
+
+
+# -- a whole Anvil app's server modules -------------------------------------------------
+
+
+def test_an_anvil_app_via_run_app_via_uplink(url: str, anvil_python: object) -> None:
+    import queue
+    import subprocess
+    import threading
+
+    from tests.conftest import ROOT
+
+    runner = subprocess.Popen(
+        [str(anvil_python), "-m", "anvil.run_app_via_uplink", "shop"],
+        cwd=ROOT / "examples" / "anvil_uplink",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={
+            "ANVIL_UPLINK_URL": uplink_url(url),
+            "ANVIL_UPLINK_KEY": UPLINK_KEY,
+            "PYTHONUNBUFFERED": "1",
+        },
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert runner.stdout is not None
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in runner.stdout or ()])
+    reader.start()
+    try:
+        seen: list[str] = []
+        while not seen or not seen[-1].startswith("http"):  # it prints the app's origin
+            try:
+                seen.append(lines.get(timeout=TIMEOUT).strip())
+            except queue.Empty:
+                pytest.fail(f"the runner did not connect: {seen}")
+        assert "**** You're all set! ****" in seen
+        assert seen[-1] == url  # it asked the server for its origin
+
+        async def as_a_client() -> list[object]:
+            async with asyncio.timeout(TIMEOUT), AsyncClient(url) as client:
+                return [
+                    await client.call("shop_price", "teapot"),
+                    await client.call("shop.basket_total", ["teapot", "kettle"]),
+                ]
+
+        assert asyncio.run(as_a_client()) == [1999, 6549]
+    finally:
+        runner.kill()
+        runner.wait(TIMEOUT)
+        reader.join(TIMEOUT)
+        runner.stdout.close()

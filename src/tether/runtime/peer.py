@@ -61,6 +61,10 @@ Write = Callable[[Frame], None]
 Settle = tuple[asyncio.Future[object], Response | Failure]
 
 ANVIL_INVALIDATE = "anvil.private.invalidate_client_objects"  # what anvil-uplink calls
+ANVIL_ORIGINS = {  # anvil.server.get_app_origin() / get_api_origin() in anvil-uplink
+    "anvil.private.get_app_origin": "",
+    "anvil.private.get_api_origin": "/_/api",
+}
 MAX_TOKEN = 256
 """Longest session token read from a hello (Tether's are 43 characters)."""
 
@@ -328,7 +332,11 @@ class Peer:
     def _start_call_locked(self, call: Call) -> None:
         assert self.context is not None
         assert self.slot is not None
-        if call.command.startswith(PRIVATE) or call.command == ANVIL_INVALIDATE:
+        if (
+            call.command.startswith(PRIVATE)
+            or call.command == ANVIL_INVALIDATE
+            or call.command in ANVIL_ORIGINS
+        ):
             self._builtin_locked(call)
             return
         dispatcher = self.dispatcher
@@ -426,6 +434,11 @@ class Peer:
                 if type(key) is not str:
                     raise SerializationError("unsubscribe needs the scope key")
                 hub.unsubscribe(self, key)
+            elif call.command in ANVIL_ORIGINS:
+                origin = self.dispatcher.options.origin or self.origin
+                if origin is None:
+                    raise RuntimeError("the app's origin is not known here: set --origin")
+                result = origin + ANVIL_ORIGINS[call.command]
             elif call.command in (INVALIDATE, ANVIL_INVALIDATE):
                 invalidate_session(self.cap_session)
             elif call.command == TASK:
