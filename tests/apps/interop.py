@@ -115,3 +115,31 @@ def recall() -> object:
 @server.callable("interop.origins")
 def origins() -> list[str]:
     return [server.get_app_origin(), server.get_api_origin()]
+
+
+@server.callable("interop.slow")
+def slow(seconds: float) -> str:
+    import time
+
+    time.sleep(seconds)
+    return "late"
+
+
+@server.portable_class("interop.Priced")
+class Priced:
+    """Custom serialisation with a shared ``global_data``: the currency travels once."""
+
+    def __init__(self, cents: int, currency: str) -> None:
+        self.cents, self.currency = cents, currency
+
+    def __serialize__(self, global_data: dict[str, object]) -> int:
+        global_data["currency"] = self.currency
+        return self.cents
+
+    def __deserialize__(self, data: int, global_data: dict[str, object]) -> None:
+        self.cents, self.currency = data, str(global_data["currency"])
+
+
+@server.callable("interop.double_prices")
+def double_prices(items: list[Priced]) -> list[Priced]:
+    return [Priced(p.cents * 2, p.currency + "!") for p in items]

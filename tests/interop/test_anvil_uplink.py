@@ -502,3 +502,172 @@ def test_an_anvil_app_via_run_app_via_uplink(url: str, anvil_python: object) -> 
         runner.wait(TIMEOUT)
         reader.join(TIMEOUT)
         runner.stdout.close()
+
+
+# -- what a script must not get away with -----------------------------------------------
+
+
+def test_what_the_server_refuses_from_a_script(url: str, run_script: Run) -> None:
+    script = run_script(
+        """
+        anvil.server.connect(KEY, url=URL, quiet=True)
+
+        @anvil.server.portable_class("interop.NotOnTheServer")
+        class Unknown:
+            pass
+
+        def attempt(call):
+            try:
+                return ["ok", call()]
+            except Exception as exc:
+                return [type(exc).__name__, str(exc)]
+
+        out(attempt(lambda: anvil.server.call("interop.describe", Unknown())))
+        underscore = anvil.server.Capability.__new__(anvil.server.Capability)
+        underscore.__dict__.update(anvil.server.Capability(["x"]).__dict__)
+        underscore._scope = ["_", "secret"]
+        out(attempt(lambda: anvil.server.call("interop.check", underscore, "_", "secret")))
+        out(attempt(lambda: anvil.server.call("interop.describe", "still fine")))
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    kind, message = script.read()  # type: ignore[misc]
+    assert kind != "ok"
+    assert "interop.NotOnTheServer" in message  # named, and never imported
+    kind, _ = script.read()  # type: ignore[misc]
+    assert kind == "PermissionDenied"
+    assert script.read() == ["ok", "str 'still fine'"]  # the connection lives on
+
+
+def test_a_wrong_key_fails_every_call_and_runs_nothing(url: str, run_script: Run) -> None:
+    script = run_script(
+        """
+        try:
+            anvil.server.connect(KEY, url=URL, quiet=True)
+        except Exception as exc:
+            out(["connect", type(exc).__name__])
+        for _ in range(3):
+            try:
+                anvil.server.call("interop.remember", "from a wrong key")
+                out("ran")
+            except Exception as exc:
+                out([type(exc).__name__, "key" in str(exc).lower()])
+        """,
+        uplink_url(url),
+        "wrong-key",
+    )
+    lines = [script.read() for _ in range(3)]
+    if lines[0] and lines[0][0] == "connect":  # type: ignore[index]
+        lines = [*lines[1:], script.read()]
+    assert all(line != "ran" and line[1] is True for line in lines), lines  # type: ignore[index]
+
+
+def test_a_call_in_flight_when_the_server_goes_fails_then_works_again(
+    run_script: Run,
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port, stop, wait_for_port
+
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "tether",
+        "serve",
+        "tests.apps.interop",
+        "--port",
+        str(port),
+        "--uplink-key",
+        UPLINK_KEY,
+        "--store",
+        "memory",
+    ]
+
+    def serve() -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        wait_for_port(port, process)
+        return process
+
+    server = serve()
+    try:
+        script = run_script(
+            """
+            import time
+            anvil.server.connect(KEY, url=URL, quiet=True)
+            out("calling")
+            try:
+                anvil.server.call("interop.slow", 30)
+                out("answered")
+            except Exception as exc:
+                out(["failed", type(exc).__name__])
+            deadline = time.time() + 20
+            while True:
+                try:
+                    out(anvil.server.call("interop.describe", 1))
+                    break
+                except Exception as exc:
+                    if time.time() > deadline:
+                        out(["gave up", type(exc).__name__, str(exc)])
+                        break
+                    time.sleep(0.2)
+            """,
+            f"ws://127.0.0.1:{port}/_/uplink",
+            UPLINK_KEY,
+        )
+        assert script.read() == "calling"
+        import time
+
+        time.sleep(0.5)  # the call is in flight (it sleeps 30 s on the server)
+        server.kill()  # the server drops the socket mid-call
+        server.communicate(timeout=TIMEOUT)
+        server = serve()
+        failed = script.read()
+        assert isinstance(failed, list)
+        assert failed[0] == "failed", failed
+        assert script.read() == "int 1"  # reconnected
+    finally:
+        stop(server)
+
+
+def test_the_keep_alive_is_answered(url: str, run_script: Run) -> None:
+    # anvil-uplink's keep-alive is this very call, made every few seconds on its own.
+    script = run_script(
+        """
+        anvil.server.connect(KEY, url=URL, quiet=True)
+        out(anvil.server.call("anvil.private.echo", "still there?"))
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    assert script.read() == "still there?"
+
+
+def test_global_data_both_ways(url: str, run_script: Run) -> None:
+    script = run_script(
+        """
+        anvil.server.connect(KEY, url=URL, quiet=True)
+
+        @anvil.server.portable_class("interop.Priced")
+        class Priced:
+            def __init__(self, cents, currency):
+                self.cents, self.currency = cents, currency
+
+            def __serialize__(self, global_data):
+                global_data["currency"] = self.currency
+                return self.cents
+
+            def __deserialize__(self, data, global_data):
+                self.cents, self.currency = data, global_data["currency"]
+
+        back = anvil.server.call("interop.double_prices", [Priced(100, "EUR"), Priced(5, "EUR")])
+        out([[p.cents, p.currency] for p in back])
+        """,
+        uplink_url(url),
+        UPLINK_KEY,
+    )
+    assert script.read() == [[200, "EUR!"], [10, "EUR!"]]
