@@ -143,3 +143,8 @@ class Priced:
 @server.callable("interop.double_prices")
 def double_prices(items: list[Priced]) -> list[Priced]:
     return [Priced(p.cents * 2, p.currency + "!") for p in items]
+
+
+@server.callable("interop.mint_narrowed")
+def mint_narrowed() -> server.Capability:
+    return server.Capability(["doc", 1]).narrow(["page", 2])

@@ -236,6 +236,8 @@ def test_capabilities_minted_narrowed_tampered_and_minted_by_the_script(
 
         cap = anvil.server.call("interop.mint", "doc", 17)
         out([type(cap).__name__, cap.scope])
+        folded = anvil.server.call("interop.mint_narrowed")  # narrowed by Tether: folded
+        out([folded.scope, anvil.server.call("interop.check", folded, "doc", 1, "page", 2)])
         narrow = cap.narrow(["page", 3])
         out(anvil.server.call("interop.check", narrow, "doc", 17, "page", "*"))
         tampered = anvil.server.Capability.__new__(anvil.server.Capability)
@@ -249,6 +251,7 @@ def test_capabilities_minted_narrowed_tampered_and_minted_by_the_script(
         UPLINK_KEY,
     )
     assert script.read() == ["Capability", ["doc", 17]]
+    assert script.read() == [["doc", 1, "page", 2], [["doc", 1, "page", 2]] * 2]
     assert script.read() == [["doc", 17, "page", 3]] * 2  # narrowed by the script: accepted
     kind, message = script.read()  # type: ignore[misc]
     assert kind == "PermissionDenied", message
