@@ -5,11 +5,13 @@ classes, keys, and a script that goes away."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import TIMEOUT
+from tests.conftest import ROOT, TIMEOUT, free_port, wait_for_port
 from tests.interop.conftest import Script, uplink_url
 from tether import testing
 from tether.client import AsyncClient
@@ -18,6 +20,29 @@ from tether.errors import NoServerFunctionError, RemoteError, UplinkDisconnected
 UPLINK_KEY = "interop-uplink-key"
 CLIENT_KEY = "interop-client-key"
 Run = Callable[[str, str, str], Script]
+
+
+def serve_on(port: int) -> subprocess.Popen[str]:
+    """``tether serve`` of the interop app on ``port`` (again on the same port after a
+    stop: scripts reconnect to it). Stop it with ``tests.conftest.stop``."""
+    command = [
+        sys.executable,
+        "-m",
+        "tether",
+        "serve",
+        "tests.apps.interop",
+        "--port",
+        str(port),
+        "--uplink-key",
+        UPLINK_KEY,
+        "--store",
+        "memory",
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for_port(port, process)
+    return process
 
 
 @pytest.fixture(scope="module")
@@ -391,34 +416,10 @@ def test_script_threads_call_while_the_server_calls_the_script(url: str, run_scr
 
 
 def test_the_script_reconnects_and_registers_again(run_script: Run) -> None:
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT, free_port, stop, wait_for_port
+    from tests.conftest import stop
 
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "tether",
-        "serve",
-        "tests.apps.interop",
-        "--port",
-        str(port),
-        "--uplink-key",
-        UPLINK_KEY,
-        "--store",
-        "memory",
-    ]
-
-    def serve() -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        wait_for_port(port, process)
-        return process
-
-    server = serve()
+    server = serve_on(port)
     try:
         script = run_script(
             """
@@ -447,7 +448,7 @@ def test_the_script_reconnects_and_registers_again(run_script: Run) -> None:
         )
         assert script.read() == "pong"
         stop(server)
-        server = serve()
+        server = serve_on(port)
         assert script.process.stdin is not None
         script.process.stdin.write("go\n")
         script.process.stdin.flush()
@@ -569,34 +570,10 @@ def test_a_wrong_key_fails_every_call_and_runs_nothing(url: str, run_script: Run
 def test_a_call_in_flight_when_the_server_goes_fails_then_works_again(
     run_script: Run,
 ) -> None:
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT, free_port, stop, wait_for_port
+    from tests.conftest import stop
 
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "tether",
-        "serve",
-        "tests.apps.interop",
-        "--port",
-        str(port),
-        "--uplink-key",
-        UPLINK_KEY,
-        "--store",
-        "memory",
-    ]
-
-    def serve() -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        wait_for_port(port, process)
-        return process
-
-    server = serve()
+    server = serve_on(port)
     try:
         script = run_script(
             """
@@ -628,7 +605,7 @@ def test_a_call_in_flight_when_the_server_goes_fails_then_works_again(
         time.sleep(0.5)  # the call is in flight (it sleeps 30 s on the server)
         server.kill()  # the server drops the socket mid-call
         server.communicate(timeout=TIMEOUT)
-        server = serve()
+        server = serve_on(port)
         failed = script.read()
         assert isinstance(failed, list)
         assert failed[0] == "failed", failed
