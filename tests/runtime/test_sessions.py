@@ -503,7 +503,7 @@ async def test_answered_calls_leave_no_timer_behind(url: str) -> None:
     async with asyncio.timeout(TIMEOUT), AsyncClient(url, call_timeout=600) as client:
         for _ in range(5):
             await client.call("session_keys")
-        assert client._timers == {}
+        assert client.deadlines._timers == {}
 
 
 async def test_setting_a_key_back_to_its_old_value_is_written_too(url: str) -> None:

@@ -13,21 +13,21 @@ import contextlib
 import functools
 import logging
 import threading
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import websockets
 
-from tether._pool import on_loop
+from tether.client.deadlines import Deadlines
 from tether.client.local import LocalCalls
 from tether.client.reconnect import keep_alive, reconnect_forever
 from tether.client.subscriptions import Subscriptions
+from tether.client.urls import TCP_SCHEME, http_origin, websocket_url
 from tether.client.waiter import AnyFuture, Waiter
 from tether.codec import Limits, PortableRegistry, portable_registry
 from tether.codec.capability import Capability, apply_updates
 from tether.codec.capability_wire import HolderWire
 from tether.context import call_timeout
 from tether.errors import AppOfflineError, PermissionDenied, RemoteProtocolError
-from tether.errors import TimeoutError as CallTimeoutError
 from tether.functions import FunctionRegistry, function_registry
 from tether.protocol import (
     FRAME_SLACK,
@@ -50,31 +50,12 @@ from tether.protocol import (
     State,
     session_id,
 )
-from tether.transports.tcp import SCHEME as TCP_SCHEME
 from tether.transports.tcp import FramedStream, open_tcp
 from tether.transports.websocket import WebSocket, open_websocket
 
 __all__ = ["AsyncClient", "Waiter", "websocket_url"]
 
 log = logging.getLogger("tether.client")
-
-
-def websocket_url(url: str) -> str:
-    """``http://h:p`` / ``ws://h:p`` -> ``ws://h:p/_/ws``; an explicit path is kept.
-
-    A ``tether://HOST:PORT`` URL (the server's TCP port) is returned as it is.
-    """
-    parts = urlsplit(url)
-    if parts.scheme == TCP_SCHEME:
-        return url
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss"):
-        raise ValueError(
-            f"not a server URL: {url!r}"
-            " (use ws://HOST:PORT/_/ws, http://HOST:PORT or tether://HOST:TCP_PORT)"
-        )
-    path = parts.path if parts.path not in ("", "/") else "/_/ws"
-    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
 class AsyncClient:
@@ -141,7 +122,7 @@ class AsyncClient:
         self.keepalive_timeout = keepalive_timeout
         self.hello_extra = dict(hello_extra or {})
         self._keepalive: asyncio.Task[None] | None = None
-        self._timers: dict[str, asyncio.TimerHandle] = {}  # call id -> its timeout
+        self.deadlines = Deadlines(self)
         self.trusted = False
         self.session_token: str | None = None
         """The token of this connection's session (from the server's auth reply)."""
@@ -170,9 +151,7 @@ class AsyncClient:
     @property
     def origin(self) -> str | None:
         """The server's HTTP origin (``http://HOST:PORT``); None over ``tether://``."""
-        parts = urlsplit(self.url)
-        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme)
-        return f"{scheme}://{parts.netloc}" if scheme else None
+        return http_origin(self.url)
 
     @property
     def session_id(self) -> str | None:
@@ -386,38 +365,9 @@ class AsyncClient:
                     self._pending[call_id] = future
                     self._flush_locked()
                     if timeout is not None:
-                        self._arm_timeout(call_id, name, future, timeout)
+                        self.deadlines.arm(call_id, name, future, timeout)
                     return
         future.set_exception(error)
-
-    def _arm_timeout(self, call_id: str, name: str, future: AnyFuture, timeout: float) -> None:
-        loop = self._loop
-        assert loop is not None
-        if on_loop(loop):
-            self._arm_on_loop(call_id, name, future, timeout)
-        else:
-            loop.call_soon_threadsafe(self._arm_on_loop, call_id, name, future, timeout)
-
-    def _arm_on_loop(self, call_id: str, name: str, future: AnyFuture, timeout: float) -> None:
-        """The timer of one call (on the loop); cancelled when the answer comes, so an
-        answered call is not kept alive until its deadline."""
-        if self._pending.get(call_id) is not future:
-            return  # answered already
-        expire = functools.partial(self._time_out, call_id, name, future, timeout)
-        assert self._loop is not None
-        self._timers[call_id] = self._loop.call_later(timeout, expire)
-
-    def _time_out(self, call_id: str, name: str, future: AnyFuture, timeout: float) -> None:
-        self._timers.pop(call_id, None)
-        with self._guard:
-            if self._pending.get(call_id) is not future:
-                return  # answered (or failed) in time
-            del self._pending[call_id]
-            self.connection.abandon(call_id)
-        if not future.done():
-            future.set_exception(
-                CallTimeoutError(f"call to {name!r} got no answer within {timeout:g} s")
-            )
 
     # -- live updates -------------------------------------------------------------------
 
@@ -493,10 +443,7 @@ class AsyncClient:
             self._apply_push(push)
         # Settled without the lock: a concurrent future runs its callbacks right here.
         for future, answer in answers:
-            if self._timers:
-                timer = self._timers.pop(answer.id, None)
-                if timer is not None:
-                    timer.cancel()
+            self.deadlines.answered(answer.id)
             if answer.updates and answer.capabilities:
                 # Before the caller wakes: it sees its objects already updated.
                 try:
@@ -561,9 +508,7 @@ class AsyncClient:
                 self.subscriptions.clear()
         if self._auth is not None and not self._auth.done():
             self._auth.set_exception(AppOfflineError(reason))
-        timers, self._timers = self._timers, {}
-        for timer in timers.values():
-            timer.cancel()
+        self.deadlines.cancel_all()
         for future in pending.values():
             if not future.done():
                 future.set_exception(
