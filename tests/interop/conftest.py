@@ -126,6 +126,19 @@ def out(value):
     print(json.dumps(value, default=repr), flush=True)
 
 URL, KEY = os.environ["UPLINK_URL"], os.environ["UPLINK_KEY"]
+
+
+def until_reconnected(call, seconds=20):
+    # call() again until the client is back (it reconnects on its own), within seconds
+    import time
+    deadline = time.time() + seconds
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if time.time() > deadline:
+                return ["gave up", type(exc).__name__, str(exc)]
+            time.sleep(0.2)
 """
 
 

@@ -423,8 +423,6 @@ def test_the_script_reconnects_and_registers_again(run_script: Run) -> None:
     try:
         script = run_script(
             """
-            import time
-
             @anvil.server.callable("script.ping")
             def ping():
                 return "pong"
@@ -432,16 +430,7 @@ def test_the_script_reconnects_and_registers_again(run_script: Run) -> None:
             anvil.server.connect(KEY, url=URL, quiet=True)
             out(anvil.server.call("interop.call_script", "script.ping"))
             sys.stdin.readline()  # the server is restarted meanwhile
-            deadline = time.time() + 20
-            while True:
-                try:
-                    out(anvil.server.call("interop.call_script", "script.ping"))
-                    break
-                except Exception as exc:
-                    if time.time() > deadline:
-                        out(["gave up", type(exc).__name__, str(exc)])
-                        break
-                    time.sleep(0.2)
+            out(until_reconnected(lambda: anvil.server.call("interop.call_script", "script.ping")))
             """,
             f"ws://127.0.0.1:{port}/_/uplink",
             UPLINK_KEY,
@@ -577,7 +566,6 @@ def test_a_call_in_flight_when_the_server_goes_fails_then_works_again(
     try:
         script = run_script(
             """
-            import time
             anvil.server.connect(KEY, url=URL, quiet=True)
             out("calling")
             try:
@@ -585,16 +573,7 @@ def test_a_call_in_flight_when_the_server_goes_fails_then_works_again(
                 out("answered")
             except Exception as exc:
                 out(["failed", type(exc).__name__])
-            deadline = time.time() + 20
-            while True:
-                try:
-                    out(anvil.server.call("interop.describe", 1))
-                    break
-                except Exception as exc:
-                    if time.time() > deadline:
-                        out(["gave up", type(exc).__name__, str(exc)])
-                        break
-                    time.sleep(0.2)
+            out(until_reconnected(lambda: anvil.server.call("interop.describe", 1)))
             """,
             f"ws://127.0.0.1:{port}/_/uplink",
             UPLINK_KEY,

@@ -9,14 +9,14 @@ import datetime as dt
 import json
 import re
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 import tests.apps.tasks  # noqa: F401 - registers the tasks
-from tests.conftest import TIMEOUT
+from tests.conftest import TIMEOUT, wait_until
 from tether import create_app, testing
 from tether.errors import (
     BackgroundTaskError,
@@ -37,13 +37,6 @@ def on_loop(app: TetherApp, coroutine: Coroutine[Any, Any, T]) -> T:
     loop = app.dispatcher.loop
     assert loop is not None
     return asyncio.run_coroutine_threadsafe(coroutine, loop).result(TIMEOUT)
-
-
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 async def seed(path: Path, *records: TaskRecord | bytes) -> None:

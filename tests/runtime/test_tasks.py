@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.apps.tasks import TaskBoom
-from tests.conftest import ROOT, TIMEOUT
+from tests.conftest import ROOT, TIMEOUT, wait_until
 from tether import server, testing
 from tether.client import AsyncClient, Client
 from tether.protocol.names import TASK
@@ -40,18 +39,6 @@ def url() -> Iterator[str]:
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], T], what: str, timeout: float = TIMEOUT) -> T:
-    """Polls ``predicate`` until it returns something true; fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def finished(task: server.Task) -> str:
