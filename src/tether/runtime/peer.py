@@ -350,7 +350,9 @@ class Peer:
                 # Anvil's uplink client keeps no token to come back with and cannot reset:
                 # its per-connection session simply starts afresh.
                 self.slot.reset()
-            origin = self._originating.get(str(call.meta.get("originating-call")))
+            origin = None
+            if self._originating:  # only while we wait on this peer: not on every call
+                origin = self._originating.get(str(call.meta.get("originating-call")))
             if origin is not None:  # nested in a call we made: the original caller's
                 state = CallState(
                     CallContext(
