@@ -9,7 +9,7 @@ from typing import Protocol
 
 from tether.codec.capability_wire import CapabilitySession
 
-__all__ = ["CallContext", "ClientInfo", "Location", "StackFrame"]
+__all__ = ["CallContext", "ClientInfo", "Location", "Perspective", "StackFrame"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,26 @@ class StackFrame:
 
     type: str
     is_trusted: bool
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Perspective:
+    """Whom a Cacheable is observed for: the peer at the far end of one connection.
+
+    One object per connection (equal only to itself), handed to
+    ``get_state_to_cache_and_observe_for`` and again to ``stopped_observing``.
+
+    Attributes:
+        client: the peer (on a server: the client's ``ClientInfo``; in a client: the
+            server, ``ClientInfo("server")``).
+        is_trusted: whether the peer connected with the uplink key (in a client: True).
+        session_id: the session of the connection when it was accepted (as
+            ``server.get_session_id()``), or None.
+    """
+
+    client: ClientInfo
+    is_trusted: bool
+    session_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ __all__ = [
     "BackgroundTaskError",
     "BackgroundTaskKilled",
     "BackgroundTaskNotFound",
+    "DeadReferenceError",
     "ExecutionTerminatedError",
     "InsecureJelly",
     "InternalError",
@@ -123,6 +124,11 @@ class BackgroundTaskNotFound(BackgroundTaskError):
     """No background task has that id."""
 
 
+class DeadReferenceError(TetherError):
+    """A message to a mirror that is gone: its connection closed, or the far side
+    released it (``observer.call_remote`` fails with it through its future)."""
+
+
 class ProtocolError(TetherError):
     """Internal: a broken protocol rule. Never crosses the public API."""
 
@@ -148,6 +154,7 @@ PUBLIC_ERRORS: dict[str, type[TetherError]] = {
         BackgroundTaskError,
         BackgroundTaskKilled,
         BackgroundTaskNotFound,
+        DeadReferenceError,
         ExecutionTerminatedError,
         InsecureJelly,
         InternalError,

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import websockets
 
+from tether._caches import RemoteFuture, failed, notify_stopped, run_cache_message
+from tether._pool import on_loop
 from tether.client.deadlines import Deadlines
 from tether.client.local import LocalCalls
 from tether.client.reconnect import keep_alive, reconnect_forever
@@ -26,8 +28,15 @@ from tether.client.waiter import AnyFuture, Waiter
 from tether.codec import Limits, PortableRegistry, portable_registry
 from tether.codec.capability import Capability, apply_updates
 from tether.codec.capability_wire import HolderWire
-from tether.context import call_timeout
-from tether.errors import AppOfflineError, PermissionDenied, RemoteProtocolError
+from tether.codec.flavors import Unjellyables, unjellyables
+from tether.context import ClientInfo, Perspective, call_timeout
+from tether.errors import (
+    AppOfflineError,
+    DeadReferenceError,
+    PermissionDenied,
+    RemoteProtocolError,
+    SerializationError,
+)
 from tether.functions import FunctionRegistry, function_registry
 from tether.protocol import (
     FRAME_SLACK,
@@ -39,6 +48,7 @@ from tether.protocol import (
     UNSUBSCRIBE,
     Authenticated,
     AuthFailed,
+    CacheMessage,
     Call,
     Connection,
     Failure,
@@ -50,6 +60,7 @@ from tether.protocol import (
     State,
     session_id,
 )
+from tether.protocol.caches import Observer
 from tether.transports.tcp import FramedStream, open_tcp
 from tether.transports.websocket import WebSocket, open_websocket
 
@@ -94,6 +105,7 @@ class AsyncClient:
         register: bool = False,
         limits: Limits | None = None,
         registry: PortableRegistry = portable_registry,
+        unjellyables: Unjellyables = unjellyables,
         functions: FunctionRegistry = function_registry,
         open_timeout: float = 10.0,
         threads: int = 8,
@@ -112,6 +124,7 @@ class AsyncClient:
         self.register = register
         self.limits = limits or Limits()
         self.registry = registry
+        self.unjellyables = unjellyables
         self.functions = functions
         self.open_timeout = open_timeout
         self.call_timeout = call_timeout
@@ -159,9 +172,16 @@ class AsyncClient:
         return None if self.session_token is None else session_id(self.session_token)
 
     def _new_connection(self) -> Connection:
-        return Connection(
-            Role.CLIENT, registry=self.registry, limits=self.limits, capabilities=self.wire
+        connection = Connection(
+            Role.CLIENT,
+            registry=self.registry,
+            limits=self.limits,
+            capabilities=self.wire,
+            unjellyables=self.unjellyables,
         )
+        connection.caches.link = self
+        connection.caches.on_release = functools.partial(self._mirror_released, connection)
+        return connection
 
     async def connect(self) -> AsyncClient:
         """Connects and authenticates.
@@ -352,10 +372,9 @@ class AsyncClient:
         """Sends the CALL (on the loop, or any thread on the TCP path); ``future`` gets the
         result or the error (``TimeoutError`` after ``timeout`` seconds)."""
         with self._guard:
+            error: BaseException | None
             if not self.connected:
-                error: BaseException = AppOfflineError(
-                    f"not connected to the server ({self._closed_reason})"
-                )
+                error = AppOfflineError(f"not connected to the server ({self._closed_reason})")
             else:
                 try:
                     call_id = self.connection.send_call(name, args, kwargs)
@@ -366,8 +385,10 @@ class AsyncClient:
                     self._flush_locked()
                     if timeout is not None:
                         self.deadlines.arm(call_id, name, future, timeout)
-                    return
-        future.set_exception(error)
+                    error = None
+        self._notify_stopped()
+        if error is not None:
+            future.set_exception(error)
 
     # -- live updates -------------------------------------------------------------------
 
@@ -417,6 +438,73 @@ class AsyncClient:
             return
         self.subscriptions.apply(push)
 
+    # -- Cacheables ---------------------------------------------------------------------
+
+    def observe(
+        self, observer: Observer, method: str, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> RemoteFuture:
+        """``observer.call_remote`` for a Cacheable this client sent, from any thread."""
+        future = RemoteFuture()
+        try:
+            with self._guard:
+                if self._closed_reason is not None:
+                    raise DeadReferenceError("the connection of this mirror closed")
+                call_id = self.connection.send_cache_message(observer, method, args, kwargs)
+                self._pending[call_id] = future
+                self._flush_from_any_thread_locked()
+        except Exception as exc:  # gone, or unsendable: the future says so
+            future = failed(exc)
+        self._notify_stopped()
+        return future
+
+    def _flush_from_any_thread_locked(self) -> None:
+        loop = self._loop
+        if (self._ws is not None and self._ws.threadsafe_send) or loop is None or on_loop(loop):
+            self._flush_locked()
+        else:
+            loop.call_soon_threadsafe(self._flush_now)
+
+    def _flush_now(self) -> None:
+        with self._guard:
+            self._flush_locked()
+
+    def _answer_cache_message(
+        self, message_id: str, result: object, error: BaseException | None
+    ) -> None:
+        with self._guard:
+            if self.connection.state is not State.OPEN:
+                return
+            if error is None:
+                try:
+                    self.connection.send_response(message_id, result)
+                except SerializationError as exc:
+                    error = exc
+            if error is not None:
+                self.connection.send_error(message_id, error)
+            self._flush_locked()
+        self._notify_stopped()
+
+    def _mirror_released(self, connection: Connection) -> None:
+        """A mirror was collected or closed (any thread, maybe inside garbage
+        collection): send its DECACHE from the loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: moot
+                loop.call_soon_threadsafe(self._flush_released, connection)
+
+    def _flush_released(self, connection: Connection) -> None:
+        with self._guard:
+            if connection is self.connection and connection.state is State.OPEN:
+                connection.caches.flush_released()
+                self._flush_locked()
+
+    def _notify_stopped(self) -> None:
+        """Makes the ``stopped_observing`` calls owed, outside the lock."""
+        if self.connection.caches.stopped:
+            with self._guard:
+                stopped = self.connection.caches.take_stopped()
+            notify_stopped(stopped)
+
     # -- frames -------------------------------------------------------------------------
 
     def _flush_locked(self) -> None:
@@ -430,6 +518,7 @@ class AsyncClient:
         """Called by the transport for each message, on the loop."""
         answers: list[tuple[AnyFuture, Response | Failure]] = []
         pushes: list[Push] = []
+        observe: list[CacheMessage] = []
         with self._guard:
             try:
                 self.connection.receive_frame(frame)
@@ -437,10 +526,13 @@ class AsyncClient:
                 broken: RemoteProtocolError | None = exc
             else:
                 broken = None
-                self._handle_events_locked(answers, pushes)
+                self._handle_events_locked(answers, pushes, observe)
                 self._flush_locked()
         for push in pushes:
             self._apply_push(push)
+        for message in observe:  # in order, before anything later on this connection
+            run_cache_message(message, self._answer_cache_message)
+        self._notify_stopped()
         # Settled without the lock: a concurrent future runs its callbacks right here.
         for future, answer in answers:
             self.deadlines.answered(answer.id)
@@ -462,7 +554,10 @@ class AsyncClient:
                 asyncio.get_running_loop().create_task(self._ws.close(1002, str(broken)[:120]))
 
     def _handle_events_locked(
-        self, answers: list[tuple[AnyFuture, Response | Failure]], pushes: list[Push]
+        self,
+        answers: list[tuple[AnyFuture, Response | Failure]],
+        pushes: list[Push],
+        observe: list[CacheMessage],
     ) -> None:
         for event in self.connection.events_received():
             if type(event) is Response or type(event) is Failure:
@@ -471,6 +566,8 @@ class AsyncClient:
                     answers.append((future, event))
             elif type(event) is Push:
                 pushes.append(event)
+            elif type(event) is CacheMessage:
+                observe.append(event)
             elif type(event) is Call:
                 self.local.start_locked(event)
             elif type(event) is Authenticated:
@@ -480,6 +577,9 @@ class AsyncClient:
                 token = event.extra.get("session")
                 if type(token) is str:
                     self.session_token = token
+                self.connection.caches.perspective = Perspective(
+                    ClientInfo("server"), True, self.session_id
+                )
                 if self._auth is not None and not self._auth.done():
                     self._auth.set_result(None)
             elif type(event) is AuthFailed:
@@ -503,16 +603,20 @@ class AsyncClient:
             if self._closed_reason is None:
                 self._closed_reason = reason
             self.connection.receive_close()
+            stopped = self.connection.caches.take_stopped()
             pending, self._pending = self._pending, {}
             if self._closing or not self.reconnect:
                 self.subscriptions.clear()
+        notify_stopped(stopped)
         if self._auth is not None and not self._auth.done():
             self._auth.set_exception(AppOfflineError(reason))
         self.deadlines.cancel_all()
         for future in pending.values():
             if not future.done():
                 future.set_exception(
-                    AppOfflineError(f"the connection to the server was lost: {reason}")
+                    DeadReferenceError(f"the connection of this mirror closed: {reason}")
+                    if isinstance(future, RemoteFuture)
+                    else AppOfflineError(f"the connection to the server was lost: {reason}")
                 )
         if was_open and self.reconnect and not self._closing and self._reconnecting is None:
             log.warning("lost the connection to %s (%s): reconnecting", self.url, reason)

@@ -10,24 +10,48 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, Protocol
 
+from tether.codec.flavors import Unjellyables
 from tether.codec.limits import Limits
 from tether.codec.media import Media
 from tether.codec.paths import format_path
 from tether.codec.registry import DisabledGlobalData, GlobalData, PortableClass, PortableRegistry
 from tether.errors import InsecureJelly, SerializationError
 
-__all__ = ["decode_values", "media_ids"]
+__all__ = ["CacheReader", "decode_values", "entry_kind", "media_ids"]
 
 # A hook for object types the codec does not own (capabilities, Cacheables): it gets the
 # entry and returns the value, or raises SerializationError.
 ExtraDecoder = Callable[[dict[str, object], str], object]
 
 _FLOATS = {"Infinity": float("inf"), "-Infinity": float("-inf"), "NaN": float("nan")}
+_CACHE_KINDS = frozenset({"Cache", "Cached", "CacheRef"})
 _KNOWN = frozenset(
-    {"Long", "Float", "Date", "DateTime", "DataMedia", "ValueType", "ClassType", "Capability"}
+    {
+        "Long",
+        "Float",
+        "Date",
+        "DateTime",
+        "DataMedia",
+        "ValueType",
+        "ClassType",
+        "Capability",
+        "Copy",
+        *_CACHE_KINDS,
+    }
 )
+
+
+class CacheReader(Protocol):
+    """How one connection reads Cacheables and mirrors (:mod:`tether.protocol.caches`)."""
+
+    def read(
+        self, kind: str, entry: dict[str, object], current: object, path: list[object]
+    ) -> object:
+        """The mirror (``Cache``, ``Cached``) or the original (``CacheRef``) an entry
+        names; ``current`` is the decoded state of a ``Cache`` entry."""
+        ...
 
 
 def media_ids(objects: object) -> list[str]:
@@ -52,6 +76,9 @@ def decode_values(
     limits: Limits,
     media: Mapping[str, Media] | None = None,
     extra: Mapping[str, ExtraDecoder] | None = None,
+    *,
+    unjellyables: Unjellyables | None = None,
+    caches: CacheReader | None = None,
 ) -> GlobalData:
     """Replaces, in place, the values described by ``message["objects"]``.
 
@@ -63,6 +90,8 @@ def decode_values(
         limits: bounds to check.
         media: the media that arrived as chunks, by id.
         extra: decoders for further object types, e.g. ``{"Capability": ...}``.
+        unjellyables: the allow-list of Copyable wire names (None: none allowed).
+        caches: the connection's Cacheable tables (None: Cacheables are unknown here).
 
     Returns:
         The message's global data.
@@ -145,6 +174,12 @@ def decode_values(
             value = _media(entry, media, path)
         elif kind == "ClassType":
             value = _portable(by_name, entry, path).cls
+        elif kind == "Copy":
+            if unjellyables is None:
+                raise InsecureJelly(f"no class may be copied in here (at {format_path(path)})")
+            value = unjellyables.build(entry.get("typeName"), current, path)
+        elif kind in _CACHE_KINDS and caches is not None:
+            value = caches.read(kind, entry, current, path)
         elif kind is not None and extra is not None and kind in extra:
             value = extra[kind](entry, format_path(path))
         else:
@@ -158,6 +193,11 @@ def decode_values(
     if in_global:
         global_data = _global_data(message.get("vt_global"))
     return global_data
+
+
+def entry_kind(kinds: list[object]) -> str | None:
+    """The kind an objects entry's ``type`` list names, for the kinds the codec knows."""
+    return _kind(kinds, None)
 
 
 def _kind(kinds: list[object], extra: Mapping[str, ExtraDecoder] | None) -> str | None:

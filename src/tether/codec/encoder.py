@@ -15,7 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Callable
+from typing import Protocol
 
+from tether.codec.flavors import Cacheable, Copyable, RemoteCache
 from tether.codec.limits import Limits
 from tether.codec.media import BlobMedia, Media
 from tether.codec.paths import format_path
@@ -30,6 +32,16 @@ INF = float("inf")
 # A hook for types the codec does not own (capabilities, Cacheables): it returns the
 # entry fields to record, or None to fall through to the other rules.
 ExtraEncoder = Callable[[object, "Encoder"], dict[str, object] | None]
+
+
+class CacheWriter(Protocol):
+    """How one connection writes Cacheables and mirrors (:mod:`tether.protocol.caches`)."""
+
+    def write(
+        self, value: Cacheable | RemoteCache, encoder: Encoder, depth: int
+    ) -> tuple[dict[str, object], object]:
+        """The objects entry (without its path) and the tree to put in the value's place."""
+        ...
 
 
 class EncodedValues:
@@ -117,6 +129,7 @@ class Encoder:
 
     __slots__ = (
         "by_class",
+        "caches",
         "compact",
         "extra",
         "global_data",
@@ -138,8 +151,10 @@ class Encoder:
         limits: Limits,
         extra: ExtraEncoder | None = None,
         compact: bool = False,
+        caches: CacheWriter | None = None,
     ) -> None:
         self.registry = registry
+        self.caches = caches
         self.by_class = registry.by_class
         self.limits = limits
         self.max_depth = limits.max_depth
@@ -167,7 +182,7 @@ class Encoder:
         portable = self.by_class.get(type(v))
         if portable is not None:
             return self.portable(v, portable, depth)
-        return self.special(v)
+        return self.special(v, depth)
 
     def sequence(self, seq: list[object] | tuple[object, ...], depth: int) -> list[object]:
         if depth >= self.max_depth:
@@ -299,10 +314,6 @@ class Encoder:
 
     def portable_data(self, v: object, portable: PortableClass, depth: int) -> object:
         """The encoded data of a portable object (its entry is the caller's to write)."""
-        if depth >= self.max_depth:
-            self._too_deep(v)
-        self.stack.append(id(v))
-        self.stack_at.append(len(self.path))
         gd: GlobalData = DISABLED if self.in_global else self.global_data
         data: object
         if portable.serialize:
@@ -318,18 +329,47 @@ class Encoder:
                     f"cannot serialize {type(v).__name__} object at {format_path(self.path)}:"
                     " it has no __dict__; define __serialize__ and __deserialize__"
                 ) from None
+        return self.state(v, data, depth)
+
+    def state(self, owner: object, data: object, depth: int) -> object:
+        """Encodes ``data``, the state of ``owner``, in ``owner``'s place (a cycle back to
+        ``owner`` is reported as one)."""
+        if depth >= self.max_depth:
+            self._too_deep(owner)
+        self.stack.append(id(owner))
+        self.stack_at.append(len(self.path))
         tree = self.value(data, depth + 1)
         self.stack.pop()
         self.stack_at.pop()
         return tree
 
-    def special(self, v: object) -> object:
+    def special(self, v: object, depth: int) -> object:
         if self.extra is not None:
             fields = self.extra(v, self)
             if fields is not None:
                 fields["path"] = list(self.path)
                 self.objects.append(fields)
                 return None
+        if isinstance(v, Cacheable | RemoteCache):
+            if self.caches is None:
+                raise SerializationError(
+                    f"cannot send {type(v).__name__} object at {format_path(self.path)}:"
+                    " Cacheables and their mirrors cross only a Tether connection"
+                )
+            fields, tree = self.caches.write(v, self, depth)
+            fields["path"] = list(self.path)
+            self.objects.append(fields)
+            return tree
+        if isinstance(v, Copyable):
+            tree = self.state(v, v.getStateToCopy(), depth)
+            self.objects.append(
+                {
+                    "path": list(self.path),
+                    "type": ["Copy"],
+                    "typeName": self.registry.copy_name(type(v)),
+                }
+            )
+            return tree
         if type(v) is int:
             self._long(v)
         elif type(v) is float:
@@ -418,6 +458,7 @@ def encode_values(
     extra: ExtraEncoder | None = None,
     *,
     compact: bool = False,
+    caches: CacheWriter | None = None,
 ) -> EncodedValues:
     """Encodes each value of ``values`` (e.g. ``{"args": [...], "kwargs": {...}}``).
 
@@ -428,7 +469,7 @@ def encode_values(
     Raises:
         SerializationError: a value cannot be sent; the message names its path.
     """
-    enc = Encoder(registry, limits, extra, compact)
+    enc = Encoder(registry, limits, extra, compact, caches)
     out: dict[str, object] = {}
     for key, v in values.items():
         enc.path.append(key)

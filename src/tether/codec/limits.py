@@ -18,6 +18,8 @@ class Limits:
         max_int_digits: most decimal digits of an integer sent as ``Long`` (default 4,300,
             Python's own ``int`` parsing limit).
         max_media_bytes: most media bytes in one message, all media added up (default 1 GiB).
+        max_cacheables: most Cacheables one connection mirrors at once, each way (default
+            1,024, as Perspective Broker's ``MAX_BROKER_REFS``).
     """
 
     max_frame_bytes: int = 16 * 1024 * 1024
@@ -25,6 +27,7 @@ class Limits:
     max_objects: int = 100_000
     max_int_digits: int = 4_300
     max_media_bytes: int = 1024 * 1024 * 1024
+    max_cacheables: int = 1024
 
     def __post_init__(self) -> None:
         for name in self.__slots__:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from tether.codec.flavors import Copyable
+
 __all__ = ["GlobalData", "PortableClass", "PortableRegistry", "portable_registry"]
 
 T = TypeVar("T", bound=type)
@@ -33,18 +35,32 @@ class PortableRegistry:
     def __init__(self) -> None:
         self.by_name: dict[str, PortableClass] = {}
         self.by_class: dict[type, PortableClass] = {}
+        self.copy_names: dict[type, str] = {}
+        """Wire names given to Copyable and Cacheable classes (they cross as PB flavours,
+        never as portable objects)."""
+
+    def copy_name(self, cls: type) -> str:
+        """The wire name of a Copyable or Cacheable class: the one given with
+        ``@portable_class("name")``, else ``module.QualName``."""
+        name = self.copy_names.get(cls)
+        return name if name is not None else f"{cls.__module__}.{cls.__qualname__}"
 
     def register(self, cls: type, name: str | None = None) -> PortableClass:
         """Registers ``cls`` under ``name`` (default ``module.QualName``).
 
         Registering a name again for a class of the same module and qualified name (a
         module imported twice, or reloaded) replaces it; any other clash is a ValueError.
+        A Copyable or Cacheable class only gets its wire name here: it crosses with its
+        own hooks (``get_state_to_copy``), and the receiver's allow-list decides.
         """
         if not isinstance(cls, type):
             raise TypeError(f"portable_class needs a class, got {cls!r}")
         name = name if name is not None else f"{cls.__module__}.{cls.__qualname__}"
         if not isinstance(name, str) or not name:
             raise ValueError(f"a portable class name must be a non-empty str, got {name!r}")
+        if issubclass(cls, Copyable):  # named only: it crosses as a copy or a cache
+            self.copy_names[cls] = name
+            return PortableClass(name, cls, False, False, False, False)
         old = self.by_name.get(name)
         if old is not None and old.cls is not cls:
             if (old.cls.__module__, old.cls.__qualname__) != (cls.__module__, cls.__qualname__):

@@ -4,6 +4,7 @@ from tether.protocol.connection import Connection, Role, State
 from tether.protocol.events import (
     Authenticated,
     AuthFailed,
+    CacheMessage,
     Call,
     Event,
     Failure,
@@ -41,6 +42,7 @@ __all__ = [
     "UNSUBSCRIBE",
     "AuthFailed",
     "Authenticated",
+    "CacheMessage",
     "Call",
     "Connection",
     "Event",

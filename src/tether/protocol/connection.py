@@ -19,6 +19,7 @@ import orjson
 
 from tether.codec import (
     BlobMedia,
+    GlobalData,
     Limits,
     Media,
     PortableRegistry,
@@ -29,18 +30,23 @@ from tether.codec import (
 )
 from tether.codec.capability import Capability
 from tether.codec.capability_wire import CapabilityWire
+from tether.codec.flavors import Unjellyables, unjellyables
 from tether.errors import (
+    DeadReferenceError,
     FrameTooLarge,
     LocalProtocolError,
+    NoServerFunctionError,
     PermissionDenied,
     RemoteProtocolError,
     SerializationError,
 )
+from tether.protocol.caches import CacheTables, Observer
 from tether.protocol.chunks import Partial, media_frames, next_chunk
 from tether.protocol.errors import error_fields, error_from_wire
 from tether.protocol.events import (
     Authenticated,
     AuthFailed,
+    CacheMessage,
     Call,
     Event,
     Failure,
@@ -59,6 +65,8 @@ from tether.protocol.names import (
 __all__ = ["Connection", "Role", "State"]
 
 MAX_ID_LENGTH = 128
+OBSERVE = "observe_"
+"""The prefix of the only methods a ``CACHE_MESSAGE`` can reach on a mirror."""
 
 
 class Role(enum.Enum):
@@ -84,6 +92,7 @@ class Connection:
             that speak ``tether.v1``; every peer's runs are read either way).
         capabilities: how this side writes and reads capabilities (signing on a server,
             holding on a client); None refuses them as unknown values.
+        unjellyables: the allow-list Copyables and mirrors of Cacheables are built from.
     """
 
     def __init__(
@@ -94,13 +103,17 @@ class Connection:
         limits: Limits | None = None,
         compact: bool = False,
         capabilities: CapabilityWire | None = None,
+        unjellyables: Unjellyables = unjellyables,
     ) -> None:
         self.role = role
+        self.unjellyables = unjellyables
         self.compact = compact
         self.capabilities = capabilities
         self.registry = registry
         self.limits = limits or Limits()
         self.state = State.NEW
+        self.caches = CacheTables(registry, unjellyables, self.limits.max_cacheables, self._send)
+        """Cacheables this side sent, and mirrors of those it received."""
         self._out: list[Frame] = []
         self._events: list[Event] = []
         self._pending_out: dict[str, str] = {}  # call id -> command, for calls made from here
@@ -233,6 +246,45 @@ class Connection:
         if shared is not None and not found:
             shared[self.compact] = self._out[-1]
 
+    def send_cache_message(
+        self,
+        observer: Observer,
+        method: str,
+        args: tuple[object, ...] | list[object],
+        kwargs: dict[str, object],
+    ) -> str:
+        """Queues ``observe_<method>(*args, **kwargs)`` for ``observer``'s mirror (a
+        ``CACHE_MESSAGE``, answered like a call) and returns its id.
+
+        Raises:
+            DeadReferenceError: the mirror was released, or the connection is closed.
+            SerializationError: an argument cannot be sent, or ``method`` is not a name.
+        """
+        if self.state is not State.OPEN or not self.caches.is_exported(observer):
+            raise DeadReferenceError(
+                f"the mirror of {type(observer.cacheable).__name__} is gone"
+                + (" (its connection closed)" if self.state is not State.OPEN else "")
+            )
+        if not (type(method) is str and method.isidentifier() and len(method) <= MAX_ID_LENGTH):
+            raise SerializationError(f"observe method name must be an identifier, got {method!r}")
+        call_id = f"{self._id_prefix}{next(self._ids)}"
+        header: dict[str, object] = {
+            "type": "CACHE_MESSAGE",
+            "id": call_id,
+            "cache": observer.cache_id,
+            "method": method,
+        }
+        try:
+            sent = self._send_values(header, {"args": list(args), "kwargs": kwargs}, call_id)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"cannot serialize arguments to {OBSERVE}{method}: {exc}"
+            ) from exc
+        self._pending_out[call_id] = OBSERVE + method
+        if sent:
+            self._sent_caps[call_id] = sent
+        return call_id
+
     def send_error(
         self,
         call_id: str,
@@ -313,6 +365,15 @@ class Connection:
             self._receive_answer(message)
         elif kind == "CHUNK_HEADER":
             self._receive_chunk_header(message)
+        elif kind == "CACHE_MESSAGE":
+            self._require_open("CACHE_MESSAGE")
+            self._receive_cache_message(message)
+        elif kind == "DECACHE":
+            self._require_open("DECACHE")
+            self.caches.receive_decache(message)
+        elif kind == "UNCACHE":
+            self._require_open("UNCACHE")
+            self.caches.receive_uncache(message)
         elif kind == "PUSH" and self.role is Role.CLIENT:
             self._require_open("PUSH")
             self._receive_push(message)
@@ -356,6 +417,7 @@ class Connection:
         self._sent_caps.clear()
         self._incoming.clear()
         self._chunk = None
+        self.caches.close()
         return pending
 
     # -- internals ----------------------------------------------------------------------
@@ -392,9 +454,25 @@ class Connection:
         request_id: str,
         found: list[Capability],
     ) -> None:
+        try:
+            self._encode_or_raise(header, values, request_id, found)
+        except BaseException:
+            self.caches.unwritten()
+            raise
+        self.caches.written()
+
+    def _encode_or_raise(
+        self,
+        header: dict[str, object],
+        values: dict[str, object],
+        request_id: str,
+        found: list[Capability],
+    ) -> None:
         wire = self.capabilities
         extra = None if wire is None else functools.partial(wire.encode, found)
-        encoded = encode_values(values, self.registry, self.limits, extra, compact=self.compact)
+        encoded = encode_values(
+            values, self.registry, self.limits, extra, compact=self.compact, caches=self.caches
+        )
         header.update(encoded.values)
         header["objects"] = encoded.objects
         if encoded.vt_global is not None:
@@ -411,6 +489,43 @@ class Connection:
         frames = media_frames(encoded.media, request_id, self.limits.max_media_bytes)
         self._out.append(text.decode())
         self._out.extend(frames)
+
+    def _decode(
+        self,
+        message: dict[str, object],
+        keys: tuple[str, ...],
+        media: dict[str, Media] | None,
+        found: list[Capability],
+    ) -> GlobalData:
+        """Decodes a message's values; whatever fails, its Cacheable references are
+        accounted for (released at once when nothing holds them)."""
+        failed = True
+        try:
+            global_data = decode_values(
+                message,
+                keys,
+                self.registry,
+                self.limits,
+                media,
+                self._decoders(found),
+                unjellyables=self.unjellyables,
+                caches=self.caches,
+            )
+            failed = False
+        finally:
+            self.caches.read_done(message.get("objects"), failed)
+        return global_data
+
+    def _receive_cache_message(self, message: dict[str, object]) -> None:
+        call_id = message.get("id")
+        method = message.get("method")
+        if type(call_id) is not str or not 0 < len(call_id) <= MAX_ID_LENGTH:
+            raise RemoteProtocolError("CACHE_MESSAGE needs a string id")
+        if not (type(method) is str and method.isidentifier() and len(method) <= MAX_ID_LENGTH):
+            raise RemoteProtocolError("CACHE_MESSAGE needs a method name")
+        self.caches.target(message.get("cache"))  # an id never given closes the connection
+        message["command"] = OBSERVE + method
+        self._receive_call(message)
 
     def _receive_call(self, message: dict[str, object]) -> None:
         call_id = message.get("id")
@@ -459,13 +574,10 @@ class Connection:
         self, msg_id: str, message: dict[str, object], is_call: bool, media: dict[str, Media] | None
     ) -> None:
         found: list[Capability] = []
-        decoders = self._decoders(found)
         if is_call:
             command = str(message["command"])
             try:
-                global_data = decode_values(
-                    message, ("args", "kwargs"), self.registry, self.limits, media, decoders
-                )
+                global_data = self._decode(message, ("args", "kwargs"), media, found)
             except (SerializationError, PermissionDenied) as exc:
                 self._fail(msg_id, message, True, exc)
                 return
@@ -478,19 +590,20 @@ class Connection:
             if command == ECHO:
                 self.send_response(msg_id, args[0] if args else None)
                 return
+            if message.get("type") == "CACHE_MESSAGE":
+                self._cache_message(msg_id, message, args, kwargs)
+                return
             self._events.append(Call(msg_id, command, args, kwargs, global_data, message, found))
             return
         self._pending_out.pop(msg_id, None)
         sent = self._sent_caps.pop(msg_id, [])
         try:
             if "error" in message:
-                decode_values(message, ("error",), self.registry, self.limits, media, decoders)
+                self._decode(message, ("error",), media, found)
                 raised = error_from_wire(message["error"], self.registry)
                 self._events.append(Failure(msg_id, raised, message, sent))
             else:
-                decode_values(
-                    message, ("response", "capUpdates"), self.registry, self.limits, media, decoders
-                )
+                self._decode(message, ("response", "capUpdates"), media, found)
                 updates = message.get("capUpdates")
                 self._events.append(
                     Response(
@@ -517,13 +630,28 @@ class Connection:
         if has_media:
             raise RemoteProtocolError("PUSH cannot carry media")
         try:
-            decode_values(
-                message, ("update",), self.registry, self.limits, None, self._decoders([])
-            )
+            self._decode(message, ("update",), None, [])
         except (SerializationError, PermissionDenied) as exc:
             self._events.append(Push(key, None, exc))
             return
         self._events.append(Push(key, message["update"]))
+
+    def _cache_message(
+        self, msg_id: str, message: dict[str, object], args: list[object], kwargs: dict[str, object]
+    ) -> None:
+        """A ``CACHE_MESSAGE`` whose arguments arrived: find the mirror and its method."""
+        target = self.caches.target(message.get("cache"))
+        name = str(message["command"])
+        if target is None:
+            self.send_error(msg_id, DeadReferenceError("that mirror could not be built here"))
+            return
+        method = getattr(type(target), name, None)
+        if not callable(method):
+            self.send_error(
+                msg_id, NoServerFunctionError(f"{type(target).__name__} has no method {name!r}")
+            )
+            return
+        self._events.append(CacheMessage(msg_id, target, method, args, kwargs))
 
     def _fail(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.codec import GlobalData
@@ -10,6 +11,7 @@ from tether.codec.capability import Capability
 __all__ = [
     "AuthFailed",
     "Authenticated",
+    "CacheMessage",
     "Call",
     "Event",
     "Failure",
@@ -70,6 +72,18 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheMessage:
+    """An owner's ``observer.call_remote``: run ``method(target, *args, **kwargs)`` (an
+    ``observe_*`` method of the mirror ``target``) and answer ``id`` like a call."""
+
+    id: str
+    target: object
+    method: Callable[..., object]
+    args: list[object]
+    kwargs: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """A call the connection answered with an error itself (it could not be decoded)."""
 
@@ -112,4 +126,15 @@ class Push:
     error: Exception | None = None
 
 
-Event = Hello | Authenticated | AuthFailed | Register | Call | Rejected | Response | Failure | Push
+Event = (
+    Hello
+    | Authenticated
+    | AuthFailed
+    | Register
+    | Call
+    | CacheMessage
+    | Rejected
+    | Response
+    | Failure
+    | Push
+)

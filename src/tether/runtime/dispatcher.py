@@ -20,6 +20,8 @@ from tether._pool import CallPool, Done, on_loop
 from tether.codec import Limits, PortableRegistry, copy_values, portable_registry
 from tether.codec.capability import Capability, apply_updates, collect_updates, set_publisher
 from tether.codec.capability_wire import CapabilitySession, LocalWire, Signer
+from tether.codec.flavors import Unjellyables
+from tether.codec.flavors import unjellyables as default_unjellyables
 from tether.context import CallContext, CallState, ClientInfo, Session, StackFrame, current_call
 from tether.errors import PermissionDenied
 from tether.functions import FunctionRegistry, ServerFunction, function_registry, missing_function
@@ -106,10 +108,12 @@ class Dispatcher:
         *,
         functions: FunctionRegistry = function_registry,
         registry: PortableRegistry = portable_registry,
+        unjellyables: Unjellyables = default_unjellyables,
     ) -> None:
         self.options = options
         self.functions = functions
         self.registry = registry
+        self.unjellyables = unjellyables
         self.limits = options.limits
         configured_secret(options.secret)  # a bad one fails here, before serving
         self.store = open_store(options.store, options.data_dir)
@@ -422,6 +426,7 @@ class ServerCaller:
                     _LOCAL_WIRE.decode, [] if arrived is None else arrived
                 )
             },
+            self.dispatcher.unjellyables,
         )
 
     def _copy_call(

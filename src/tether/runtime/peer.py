@@ -8,6 +8,7 @@ registered the function) and writes frames out in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import logging
@@ -16,12 +17,14 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable
 
+from tether._caches import RemoteFuture, failed, notify_stopped, run_cache_message
 from tether._pool import on_loop
 from tether.codec.capability import Capability, apply_updates, collect_updates
 from tether.codec.capability_wire import CapabilitySession, SigningWire
-from tether.context import CallContext, CallState, ClientInfo, Location, StackFrame
+from tether.context import CallContext, CallState, ClientInfo, Location, Perspective, StackFrame
 from tether.errors import (
     BackgroundTaskError,
+    DeadReferenceError,
     PermissionDenied,
     SerializationError,
     SessionExpiredError,
@@ -37,6 +40,7 @@ from tether.protocol import (
     SUBPROTOCOL,
     SUBSCRIBE,
     UNSUBSCRIBE,
+    CacheMessage,
     Call,
     Connection,
     Failure,
@@ -47,6 +51,7 @@ from tether.protocol import (
     Response,
     Role,
 )
+from tether.protocol.caches import Observer
 from tether.protocol.names import TASK
 from tether.runtime.dispatcher import Dispatcher, _report, invalidate_session
 from tether.runtime.sessions import CallSession, SessionSlot
@@ -58,7 +63,8 @@ log = logging.getLogger("tether")
 
 Send = Callable[[Frame], Awaitable[None]]
 Write = Callable[[Frame], None]
-Settle = tuple[asyncio.Future[object], Response | Failure]
+AnyFuture = asyncio.Future[object] | RemoteFuture
+Settle = tuple[AnyFuture, Response | Failure]
 
 ANVIL_INVALIDATE = "anvil.private.invalidate_client_objects"  # what anvil-uplink calls
 ANVIL_ORIGINS = {  # anvil.server.get_app_origin() / get_api_origin() in anvil-uplink
@@ -109,7 +115,11 @@ class Peer:
             limits=dispatcher.limits,
             compact=subprotocol == SUBPROTOCOL,
             capabilities=self.wire,
+            unjellyables=dispatcher.unjellyables,
         )
+        caches = self.connection.caches
+        caches.link = self
+        caches.on_release = self._mirror_released
         self._send = send
         self._write = write
         self._lock = asyncio.Lock()
@@ -121,7 +131,7 @@ class Peer:
         self.trusted = False
         self.closed = False
         self.close_reason: str | None = None
-        self._pending: dict[str, asyncio.Future[object]] = {}
+        self._pending: dict[str, AnyFuture] = {}
         self._originating: dict[str, CallState] = {}
         """Our calls to this peer still running: a call it makes while handling one
         (``originating-call``) runs in that caller's session, for that client."""
@@ -139,22 +149,33 @@ class Peer:
     async def receive(self, frame: Frame) -> None:
         """Handles one frame. Raises RemoteProtocolError when the peer broke the protocol."""
         settle: list[Settle] = []
+        observe: list[CacheMessage] = []
         with self._guard:
-            self._handle_locked(frame, settle)
-        if settle:
-            self._settle(settle)
+            self._handle_locked(frame, settle, observe)
+        self._after_frame(settle, observe)
         await self.flush()
 
     def receive_now(self, frame: Frame) -> None:
         """:meth:`receive` for a peer with ``write``: answers without awaiting."""
         settle: list[Settle] = []
+        observe: list[CacheMessage] = []
         with self._guard:
-            self._handle_locked(frame, settle)
+            self._handle_locked(frame, settle, observe)
             self._write_locked()
+        self._after_frame(settle, observe)
+
+    def _after_frame(self, settle: list[Settle], observe: list[CacheMessage]) -> None:
+        """Outside the lock: wake callers, run mirrors' ``observe_*`` methods (in order),
+        and make the ``stopped_observing`` calls a DECACHE may have owed."""
         if settle:
             self._settle(settle)
+        for message in observe:
+            run_cache_message(message, self._answer_cache_message)
+        self._notify_stopped()
 
-    def _handle_locked(self, frame: Frame, settle: list[Settle]) -> None:
+    def _handle_locked(
+        self, frame: Frame, settle: list[Settle], observe: list[CacheMessage]
+    ) -> None:
         connection = self.connection
         connection.receive_frame(frame)
         for event in connection.events_received():
@@ -166,6 +187,8 @@ class Peer:
                 future = self._pending.pop(event.id, None)
                 if future is not None:
                     settle.append((future, event))
+            elif type(event) is CacheMessage:
+                observe.append(event)
             elif type(event) is Hello:
                 self._hello_locked(event)
             elif type(event) is Register:
@@ -277,6 +300,12 @@ class Peer:
         self.slot = slot
         slot.on_reset = self._session_reset
         self._bind_session(slot)
+        assert self.context is not None
+        self.connection.caches.perspective = Perspective(
+            self.context.client,
+            self.trusted,
+            slot.session.id if slot.session is not None else None,
+        )
         options = self.dispatcher.options
         extra: dict[str, object] = {}
         if self.dialect == "tether":
@@ -408,15 +437,16 @@ class Peer:
         with self._guard:
             if self.closed:
                 return
+            if error is None:
+                try:
+                    self.connection.send_response(call.id, result, updates=updates)
+                except SerializationError as exc:
+                    error = exc
             if error is not None:
                 self._reply_error_locked(call, error)
-                return
-            try:
-                self.connection.send_response(call.id, result, updates=updates)
-            except SerializationError as exc:
-                self._reply_error_locked(call, exc)
-                return
-            self._schedule_flush_locked()
+            else:
+                self._schedule_flush_locked()
+        self._notify_stopped()
 
     def _builtin_locked(self, call: Call) -> None:
         """Tether's own requests: live-update subscriptions, invalidation, a new session."""
@@ -510,10 +540,13 @@ class Peer:
             "client": {"type": context.client.type, "ip": context.client.ip},
         }
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        with self._guard:
-            call_id = self.connection.send_call(name, args, kwargs, meta)
-            self._pending[call_id] = future
-            self._originating[call_id] = state  # its nested calls run for that caller
+        try:
+            with self._guard:
+                call_id = self.connection.send_call(name, args, kwargs, meta)
+                self._pending[call_id] = future
+                self._originating[call_id] = state  # its nested calls run for that caller
+        finally:
+            self._notify_stopped()
         try:
             await self.flush()
             return await future
@@ -549,19 +582,87 @@ class Peer:
         Raises:
             SerializationError: the update cannot be sent.
         """
-        with self._guard:
-            if self.closed:
-                return False
-            self.connection.send_push(key, update, shared)
-            if self._write is not None:
-                self._write_locked()
-                return False
+        try:
+            with self._guard:
+                if self.closed:
+                    return False
+                self.connection.send_push(key, update, shared)
+                if self._write is not None:
+                    self._write_locked()
+                    return False
+        finally:
+            self._notify_stopped()
         return True
 
     def flush_soon(self) -> None:
         """On the loop: sends what :meth:`push` queued (the WebSocket path)."""
         if not self.closed:
             self._schedule_flush_locked()
+
+    # -- Cacheables ---------------------------------------------------------------------
+
+    def observe(
+        self, observer: Observer, method: str, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> RemoteFuture:
+        """``observer.call_remote``, from any thread: queued in order at once (before the
+        answer of a call that made it), sent by the loop or the writing thread."""
+        future = RemoteFuture()
+        try:
+            with self._guard:
+                call_id = self.connection.send_cache_message(observer, method, args, kwargs)
+                self._pending[call_id] = future
+                self._flush_from_any_thread_locked()
+        except Exception as exc:  # gone, or unsendable: the future says so
+            future = failed(exc)
+        self._notify_stopped()
+        return future
+
+    def _flush_from_any_thread_locked(self) -> None:
+        loop = self.dispatcher.loop
+        if self._write is not None:
+            self._write_locked()
+        elif loop is not None and on_loop(loop):
+            self._schedule_flush_locked()
+        elif loop is not None:
+            loop.call_soon_threadsafe(self.flush_soon)
+
+    def _answer_cache_message(
+        self, message_id: str, result: object, error: BaseException | None
+    ) -> None:
+        with self._guard:
+            if self.closed:
+                return
+            if error is None:
+                try:
+                    self.connection.send_response(message_id, result)
+                except SerializationError as exc:
+                    error = exc
+            if error is not None:
+                self.connection.send_error(message_id, error)
+            self._schedule_flush_locked()
+        self._notify_stopped()
+
+    def _mirror_released(self) -> None:
+        """A mirror of a client's Cacheable was collected or closed (any thread, maybe
+        inside garbage collection): release it from the loop."""
+        loop = self.dispatcher.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: moot
+                loop.call_soon_threadsafe(self._flush_released)
+
+    def _flush_released(self) -> None:
+        with self._guard:
+            if self.closed:
+                return
+            self.connection.caches.flush_released()
+            self._schedule_flush_locked()
+
+    def _notify_stopped(self) -> None:
+        """Makes the ``stopped_observing`` calls owed, outside the lock."""
+        if self.connection.caches.stopped:
+            with self._guard:
+                stopped = self.connection.caches.take_stopped()
+            notify_stopped(stopped)
 
     # -- end ----------------------------------------------------------------------------
 
@@ -572,14 +673,18 @@ class Peer:
                 return
             self.closed = True
             self.connection.receive_close()
+            stopped = self.connection.caches.take_stopped()
         self.dispatcher.unregister_peer(self)
         hub.drop(self)
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(
-                    UplinkDisconnectedError("the client serving this call disconnected")
+                    DeadReferenceError("the connection of this mirror closed")
+                    if isinstance(future, RemoteFuture)
+                    else UplinkDisconnectedError("the client serving this call disconnected")
                 )
         self._pending.clear()
+        notify_stopped(stopped)
         if self._writer is not None:
             self._wake.set()
 
