@@ -13,11 +13,11 @@ from tether import pb
 
 
 class LilyPond:
-    def setStuff(self, color: str, numFrogs: int) -> None:  # noqa: N802, N803 - Twisted's
+    def setStuff(self, color: str, numFrogs: int) -> None:
         self.color = color
         self.numFrogs = numFrogs
 
-    def countFrogs(self) -> str:  # noqa: N802
+    def countFrogs(self) -> str:
         return f"{self.numFrogs} frogs"
 
 
@@ -45,26 +45,24 @@ class MasterDuckPond(pb.Cacheable):
     def count(self) -> int:
         return len(self.ducks)
 
-    def addDuck(self, duck: str) -> None:  # noqa: N802
+    def addDuck(self, duck: str) -> None:
         self.ducks.append(duck)
         for o in self.observers:
             o.callRemote("addDuck", duck)
 
-    def removeDuck(self, duck: str) -> None:  # noqa: N802
+    def removeDuck(self, duck: str) -> None:
         self.ducks.remove(duck)
         for o in self.observers:
             o.callRemote("removeDuck", duck)
 
-    def getStateToCacheAndObserveFor(  # noqa: N802
+    def getStateToCacheAndObserveFor(
         self, perspective: pb.Perspective, observer: pb.Observer
     ) -> list[str]:
         self.observers.append(observer)
         # you should ignore pb.Cacheable-specific state, like self.observers
         return self.ducks  # in this case, just a list of ducks
 
-    def stoppedObserving(  # noqa: N802
-        self, perspective: pb.Perspective, observer: pb.Observer
-    ) -> None:
+    def stoppedObserving(self, perspective: pb.Perspective, observer: pb.Observer) -> None:
         self.observers.remove(observer)
 
 
@@ -74,16 +72,16 @@ class SlaveDuckPond(pb.RemoteCache):
     def count(self) -> int:
         return len(self.cacheducks)
 
-    def getDucks(self) -> list[str]:  # noqa: N802
+    def getDucks(self) -> list[str]:
         return self.cacheducks
 
-    def setCopyableState(self, state: list[str]) -> None:  # noqa: N802
+    def setCopyableState(self, state: list[str]) -> None:
         self.cacheducks = state
 
-    def observe_addDuck(self, newDuck: str) -> None:  # noqa: N802, N803
+    def observe_addDuck(self, newDuck: str) -> None:
         self.cacheducks.append(newDuck)
 
-    def observe_removeDuck(self, deadDuck: str) -> None:  # noqa: N802, N803
+    def observe_removeDuck(self, deadDuck: str) -> None:
         self.cacheducks.remove(deadDuck)
 
 
