@@ -168,6 +168,11 @@ class CacheTables:
         """``stopped_observing`` calls owed; the runtime makes them outside its lock."""
         self._ids = itertools.count(1)
         self._journal: list[tuple[bool, int]] | None = None  # (new?, id) written this message
+        self.wrote = False
+        """Whether the last message written holds a Cacheable or mirror (its frame is this
+        connection's own: ids are per connection)."""
+        self.enabled = True
+        """False for peers that cannot hold mirrors (the Anvil uplink dialect)."""
         self._counted: dict[int, int] | None = None  # id -> references read this message
         self.closed = False
 
@@ -176,6 +181,11 @@ class CacheTables:
     def write(
         self, value: Cacheable | RemoteCache, encoder: Encoder, depth: int
     ) -> tuple[dict[str, object], object]:
+        if not self.enabled:
+            raise SerializationError(
+                f"cannot send {type(value).__name__} at {format_path(encoder.path)}: this"
+                " peer speaks Anvil's uplink dialect, which has no Cacheables"
+            )
         if not isinstance(value, Cacheable):
             return self._write_mirror(value, encoder)
         journal = self._journal
@@ -221,6 +231,7 @@ class CacheTables:
 
     def written(self) -> None:
         """The message holding what :meth:`write` wrote was queued."""
+        self.wrote = self._journal is not None
         self._journal = None
 
     def unwritten(self) -> None:
@@ -362,18 +373,21 @@ class CacheTables:
         if not failed:
             return
         wanted: dict[int, int] = {}
+        given: set[int] = set()  # ids of Cache entries: new to this side
         for entry in objects if type(objects) is list else ():
             if type(entry) is dict and type(entry.get("type")) is list:
                 kind = entry_kind(entry["type"])
                 cache_id = entry.get("cache")
                 if kind in ("Cache", "Cached") and type(cache_id) is int:
                     wanted[cache_id] = wanted.get(cache_id, 0) + 1
+                    if kind == "Cache":
+                        given.add(cache_id)
         for cache_id, count in wanted.items():
             missed = count - (counted or {}).get(cache_id, 0)
             imported = self.imports.get(cache_id)
             if imported is None:
-                if missed <= 0 or len(self.imports) >= self.limit:
-                    continue
+                if cache_id not in given or len(self.imports) >= self.limit:
+                    continue  # an id never given is the owner's lie: nothing to release
                 imported = self.imports[cache_id] = _Import()  # never built: no state
             imported.received += max(missed, 0)
             if imported.live() is None:

@@ -243,8 +243,8 @@ class Connection:
         if len(self._out) != before + 1:
             del self._out[before:]
             raise SerializationError("an update with Media cannot be pushed (send a URL or id)")
-        if shared is not None and not found:
-            shared[self.compact] = self._out[-1]
+        if shared is not None and not found and not self.caches.wrote:
+            shared[self.compact] = self._out[-1]  # nothing in it is this connection's own
 
     def send_cache_message(
         self,
@@ -559,11 +559,14 @@ class Connection:
         try:
             ids = media_ids(message.get("objects"))
         except SerializationError as exc:
+            self.caches.read_done(message.get("objects"), failed=True)
             if not drop:
                 self._fail(msg_id, message, is_call, exc)
             return
         if not ids:
-            if not drop:
+            if drop:
+                self.caches.read_done(message.get("objects"), failed=True)
+            else:
                 self._finish(msg_id, message, is_call, None)
             return
         self._incoming[msg_id] = Partial(
@@ -697,7 +700,9 @@ class Connection:
             partial.done[media_id] = BlobMedia("application/octet-stream", bytes(buffer))
             if not partial.next_index:
                 del self._incoming[msg_id]
-                if not partial.failed:
+                if partial.failed:  # dropped unread: release the Cacheables it carried
+                    self.caches.read_done(partial.message.get("objects"), failed=True)
+                else:
                     self._finish(msg_id, partial.message, partial.is_call, partial.done)
 
 

@@ -118,6 +118,7 @@ class Peer:
             unjellyables=dispatcher.unjellyables,
         )
         caches = self.connection.caches
+        caches.enabled = dialect == "tether"
         caches.link = self
         caches.on_release = self._mirror_released
         self._send = send
