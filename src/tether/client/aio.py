@@ -143,7 +143,7 @@ class AsyncClient:
         self.connection = self._new_connection()
         # Serializes the Connection, ``_pending`` and the order of writes: the loop reads,
         # and on the TCP path a thread blocked in a sync call writes its CALL itself.
-        self._guard = threading.Lock()
+        self._guard = threading.RLock()  # re-entered only to refuse (call_remote in a hook)
         self._ws: WebSocket | FramedStream | None = None
         self._pending: dict[str, AnyFuture] = {}
         self._auth: asyncio.Future[None] | None = None  # made on the loop, in connect

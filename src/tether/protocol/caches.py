@@ -256,7 +256,9 @@ class CacheTables:
     def is_exported(self, observer: Observer) -> bool:
         """Whether ``observer``'s mirror is still there to send to."""
         export = self.exports.get(observer.cache_id)
-        return not self.closed and export is not None and export.observer is observer
+        return (
+            not self.closed and export is not None and export.observer is observer and export.ready
+        )
 
     def receive_decache(self, message: dict[str, object]) -> None:
         """``DECACHE(cache, count)``: the receiver released ``count`` references."""

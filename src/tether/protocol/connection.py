@@ -115,6 +115,7 @@ class Connection:
         self.caches = CacheTables(registry, unjellyables, self.limits.max_cacheables, self._send)
         """Cacheables this side sent, and mirrors of those it received."""
         self._out: list[Frame] = []
+        self._writing = 0  # messages being written (user hooks run meanwhile)
         self._events: list[Event] = []
         self._pending_out: dict[str, str] = {}  # call id -> command, for calls made from here
         self._sent_caps: dict[str, list[Capability]] = {}  # call id -> capabilities sent in it
@@ -260,6 +261,11 @@ class Connection:
             DeadReferenceError: the mirror was released, or the connection is closed.
             SerializationError: an argument cannot be sent, or ``method`` is not a name.
         """
+        if self._writing:
+            raise RuntimeError(
+                "observer.call_remote while this connection writes a message (from"
+                " get_state_to_cache_and_observe_for or __serialize__?): call it afterwards"
+            )
         if self.state is not State.OPEN or not self.caches.is_exported(observer):
             raise DeadReferenceError(
                 f"the mirror of {type(observer.cacheable).__name__} is gone"
@@ -440,7 +446,11 @@ class Connection:
     ) -> list[Capability]:
         """Encodes and queues one message; returns the capabilities written into it."""
         found: list[Capability] = []
-        _without_gc(self._encode_values, header, values, request_id, found)  # see receive_frame
+        self._writing += 1
+        try:
+            _without_gc(self._encode_values, header, values, request_id, found)  # see receive_frame
+        finally:
+            self._writing -= 1
         return found
 
     def _decoders(self, found: list[Capability]) -> dict[str, Any] | None:

@@ -124,7 +124,7 @@ class Peer:
         self._send = send
         self._write = write
         self._lock = asyncio.Lock()
-        self._guard = threading.Lock()
+        self._guard = threading.RLock()  # re-entered only to refuse (call_remote in a hook)
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.client_ip = client_ip
