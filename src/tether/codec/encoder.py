@@ -17,6 +17,7 @@ import itertools
 from collections.abc import Callable
 from typing import Protocol
 
+from tether.codec import _accel
 from tether.codec.flavors import Cacheable, Copyable, RemoteCache
 from tether.codec.limits import Limits
 from tether.codec.media import BlobMedia, Media
@@ -124,6 +125,38 @@ def _flat(data: dict[str, object]) -> bool:
     return True
 
 
+_C_FLAT = _accel.flat_dicts
+"""The C version of :func:`_flat_run_py`, or None."""
+
+
+def _flat_run(
+    seq: list[object] | tuple[object, ...], cls: type, deep_enough: bool
+) -> list[dict[str, object]] | None:
+    """The ``__dict__``s of a list made only of objects of exactly ``cls`` whose
+    attributes are all plain values or lists of them (what :func:`_flat` accepts); None
+    when the list is anything else, and the object-by-object walk decides."""
+    if not deep_enough:
+        return None
+    if _C_FLAT is not None:
+        return _C_FLAT(seq, cls, INT_LIMIT)
+    return _flat_run_py(seq, cls)
+
+
+def _flat_run_py(
+    seq: list[object] | tuple[object, ...], cls: type
+) -> list[dict[str, object]] | None:
+    """:func:`_flat_run` in Python (what ``_speedups.flat_dicts`` does in C)."""
+    if set(map(type, seq)) != {cls}:
+        return None
+    try:
+        dicts: list[dict[str, object]] = [item.__dict__ for item in seq]
+    except AttributeError:
+        return None
+    if all(type(d) is dict and _flat(d) for d in dicts):
+        return dicts
+    return None
+
+
 class Encoder:
     """Walks one message's values. Not reusable: make one per message."""
 
@@ -187,6 +220,20 @@ class Encoder:
     def sequence(self, seq: list[object] | tuple[object, ...], depth: int) -> list[object]:
         if depth >= self.max_depth:
             self._too_deep(seq)
+        if self.compact and len(seq) > 1:
+            portable = self.by_class.get(type(seq[0]))
+            if portable is not None and not (portable.serialize or portable.is_exception):
+                flat = _flat_run(seq, portable.cls, depth + 3 < self.max_depth)
+                if flat is not None:  # one entry for the whole list
+                    self.objects.append(
+                        {
+                            "path": self.path.copy(),
+                            "type": ["ValueType"],
+                            "typeName": portable.name,
+                            "items": list(range(len(flat))),
+                        }
+                    )
+                    return list(flat)
         stack = self.stack
         stack.append(id(seq))
         self.stack_at.append(len(self.path))
