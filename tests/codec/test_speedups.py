@@ -222,7 +222,7 @@ def test_a_run_whose_new_fails_names_the_class_and_path() -> None:
             {"path": ["args", 0], "type": ["ValueType"], "typeName": "t.Refuses", "items": [0, 1]}
         ],
     }
-    with pytest.raises(SerializationError, match=r"'t.Refuses' at msg\['args'\]\[0\]\[0\]"):
+    with pytest.raises(SerializationError, match=r"'t.Refuses' in the run at msg\['args'\]\[0\]"):
         decode_values(message, ("args",), registry, Limits())
 
 

@@ -238,18 +238,18 @@ def _build_run(
     default = not (portable.new_deserialized or portable.deserialize or portable.is_exception)
     cls: Any = portable.cls
     if default and items == list(range(size)):  # the whole list, the common case
-        start = 0
-        while start < size:
-            try:
-                start = _build_dicts(node, cls, start)
-            except Exception as exc:  # cls.__new__ failed, or it has no __dict__
-                raise SerializationError(
-                    f"cannot build {portable.name!r} at {format_path([*path, start])}:"
-                    f" {type(exc).__name__}: {exc}"
-                ) from exc
-            if start < size:  # not a dict: the general rule says why
-                node[start] = _build(portable, node[start], gd, [*path, start])
-                start += 1
+        try:
+            stop = _build_dicts(node, cls, 0)
+        except Exception as exc:  # cls.__new__ failed, or it has no __dict__
+            raise SerializationError(
+                f"cannot build {portable.name!r} in the run at {format_path(path)}:"
+                f" {type(exc).__name__}: {exc}"
+            ) from exc
+        if stop < size:
+            raise SerializationError(
+                f"cannot build {portable.name!r} at {format_path([*path, stop])}: expected a"
+                f" dict of attributes, got {type(node[stop]).__name__}"
+            )
         return
     for i in items:
         if type(i) is not int or not 0 <= i < size:

@@ -192,10 +192,8 @@ class Unjellyables:
             if allowed.factory is not None:
                 return allowed.factory(state)
             return fill(new_blank(allowed), state)
-        except SerializationError as exc:
-            raise SerializationError(
-                f"cannot build {allowed.name!r} at {format_path(path)}: {exc}"
-            ) from exc
+        except SerializationError as exc:  # InsecureJelly from a factory stays one
+            raise type(exc)(f"cannot build {allowed.name!r} at {format_path(path)}: {exc}") from exc
         except Exception as exc:
             raise SerializationError(
                 f"cannot build {allowed.name!r} at {format_path(path)}: {type(exc).__name__}: {exc}"

@@ -22,6 +22,7 @@ the connection then calls :meth:`CacheTables.flush_released` under its lock.
 from __future__ import annotations
 
 import collections
+import copy
 import itertools
 import weakref
 from collections.abc import Callable
@@ -168,6 +169,7 @@ class CacheTables:
         """``stopped_observing`` calls owed; the runtime makes them outside its lock."""
         self._ids = itertools.count(1)
         self._journal: list[tuple[bool, int]] | None = None  # (new?, id) written this message
+        self._writes = 0  # Cacheables and mirrors written in the message being written
         self.wrote = False
         """Whether the last message written holds a Cacheable or mirror (its frame is this
         connection's own: ids are per connection)."""
@@ -186,6 +188,7 @@ class CacheTables:
                 f"cannot send {type(value).__name__} at {format_path(encoder.path)}: this"
                 " peer speaks Anvil's uplink dialect, which has no Cacheables"
             )
+        self._writes += 1
         if not isinstance(value, Cacheable):
             return self._write_mirror(value, encoder)
         journal = self._journal
@@ -198,6 +201,13 @@ class CacheTables:
                 raise SerializationError(
                     f"circular reference at {format_path(encoder.path)}: the state of"
                     f" {type(value).__name__} contains the object itself"
+                )
+            if encoder.in_global and (True, cache_id) in journal:
+                # global data is read first: this reference would come before its state
+                raise SerializationError(
+                    f"{type(value).__name__} at {format_path(encoder.path)} is in global_data"
+                    " and also elsewhere in this message, where it was sent first: put it"
+                    " in one of them"
                 )
             export.count += 1
             journal.append((False, cache_id))
@@ -231,13 +241,15 @@ class CacheTables:
 
     def written(self) -> None:
         """The message holding what :meth:`write` wrote was queued."""
-        self.wrote = self._journal is not None
+        self.wrote = self._writes > 0
+        self._writes = 0
         self._journal = None
 
     def unwritten(self) -> None:
         """The message failed: undo what :meth:`write` did for it (a new export's
         ``stopped_observing`` is owed, since its observer was handed out)."""
         journal, self._journal = self._journal, None
+        self._writes = 0
         for new, cache_id in reversed(journal or ()):
             export = self.exports[cache_id]
             if new:
@@ -351,7 +363,10 @@ class CacheTables:
 
         def close(mirror: object) -> None:  # RemoteCache.close(): keep a private state
             finalizer.detach()
-            mirror.__dict__ = dict(mirror.__dict__)
+            try:  # the kept state goes on being updated: the closed object must not share it
+                mirror.__dict__ = copy.deepcopy(mirror.__dict__)
+            except Exception:  # something in it cannot be copied: at least its top level
+                mirror.__dict__ = dict(mirror.__dict__)
             imported.closed = serial
             self._collected(cache_id, serial, mirror_id)
 
@@ -420,11 +435,10 @@ class CacheTables:
 
     def _unlink(self, imported: _Import) -> None:
         """The mirror of ``imported`` (if any) gets no more updates and releases nothing."""
-        if imported.finalizer is not None and imported.finalizer.detach() is not None:
-            mirror = imported.mirror() if imported.mirror is not None else None
-            if mirror is not None:
-                unlink_mirror(id(mirror))
-                self._mirror_ids.pop(id(mirror), None)
+        found = imported.finalizer.detach() if imported.finalizer is not None else None
+        if found is not None:  # it was alive (detach hands it back)
+            unlink_mirror(id(found[0]))
+            self._mirror_ids.pop(id(found[0]), None)
         imported.mirror = None
 
     def target(self, cache_id: object) -> object | None:

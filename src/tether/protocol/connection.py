@@ -239,11 +239,7 @@ class Connection:
                 self._out.append(frame)
                 return
         header: dict[str, object] = {"type": "PUSH", "key": key}
-        before = len(self._out)
-        found = self._send_values(header, {"update": update}, "")
-        if len(self._out) != before + 1:
-            del self._out[before:]
-            raise SerializationError("an update with Media cannot be pushed (send a URL or id)")
+        found = self._send_values(header, {"update": update}, "", media=False)
         if shared is not None and not found and not self.caches.wrote:
             shared[self.compact] = self._out[-1]  # nothing in it is this connection's own
 
@@ -442,13 +438,19 @@ class Connection:
         self._out.append(orjson.dumps(message).decode())
 
     def _send_values(
-        self, header: dict[str, object], values: dict[str, object], request_id: str
+        self,
+        header: dict[str, object],
+        values: dict[str, object],
+        request_id: str,
+        *,
+        media: bool = True,
     ) -> list[Capability]:
-        """Encodes and queues one message; returns the capabilities written into it."""
+        """Encodes and queues one message; returns the capabilities written into it.
+        ``media=False``: a message that would carry media is refused."""
         found: list[Capability] = []
         self._writing += 1
         try:
-            _without_gc(self._encode_values, header, values, request_id, found)  # see receive_frame
+            _without_gc(self._encode_values, header, values, request_id, found, media)
         finally:
             self._writing -= 1
         return found
@@ -463,9 +465,10 @@ class Connection:
         values: dict[str, object],
         request_id: str,
         found: list[Capability],
+        media: bool,
     ) -> None:
         try:
-            self._encode_or_raise(header, values, request_id, found)
+            self._encode_or_raise(header, values, request_id, found, media)
         except BaseException:
             self.caches.unwritten()
             raise
@@ -477,12 +480,15 @@ class Connection:
         values: dict[str, object],
         request_id: str,
         found: list[Capability],
+        media: bool,
     ) -> None:
         wire = self.capabilities
         extra = None if wire is None else functools.partial(wire.encode, found)
         encoded = encode_values(
             values, self.registry, self.limits, extra, compact=self.compact, caches=self.caches
         )
+        if encoded.media and not media:
+            raise SerializationError("an update with Media cannot be pushed (send a URL or id)")
         header.update(encoded.values)
         header["objects"] = encoded.objects
         if encoded.vt_global is not None:
