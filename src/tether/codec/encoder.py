@@ -157,6 +157,22 @@ def _flat_run_py(
     return None
 
 
+def _all_plain(values: dict[str, object]) -> bool:
+    """True if each value is plain, or a list, tuple or str-keyed dict of plain values:
+    JSON carries them as they are."""
+    for v in values.values():
+        if type(v) is list or type(v) is tuple:
+            if not all(map(_plain, v)):
+                return False
+        elif type(v) is dict:
+            for key, item in v.items():
+                if type(key) is not str or not _plain(item):
+                    return False
+        elif not _plain(v):
+            return False
+    return True
+
+
 class Encoder:
     """Walks one message's values. Not reusable: make one per message."""
 
@@ -516,6 +532,8 @@ def encode_values(
     Raises:
         SerializationError: a value cannot be sent; the message names its path.
     """
+    if _all_plain(values):  # the common small call: nothing to walk, nothing to record
+        return EncodedValues(values, [], None, [])
     enc = Encoder(registry, limits, extra, compact, caches)
     out: dict[str, object] = {}
     for key, v in values.items():

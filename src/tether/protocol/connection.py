@@ -515,6 +515,9 @@ class Connection:
     ) -> GlobalData:
         """Decodes a message's values; whatever fails, its Cacheable references are
         accounted for (released at once when nothing holds them)."""
+        objects = message.get("objects")
+        if (objects is None or objects == []) and message.get("vt_global") is None:
+            return GlobalData()  # plain JSON: nothing to build
         failed = True
         try:
             global_data = decode_values(
