@@ -8,7 +8,9 @@ them; this is what they share: the future ``observer.call_remote`` returns, runn
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Generator
@@ -17,7 +19,7 @@ from typing import Any
 from tether.protocol import CacheMessage
 from tether.protocol.caches import Stopped
 
-__all__ = ["RemoteFuture", "notify_stopped", "run_cache_message"]
+__all__ = ["CacheMessages", "RemoteFuture", "notify_stopped"]
 
 log = logging.getLogger("tether")
 
@@ -40,24 +42,46 @@ def failed(error: BaseException) -> RemoteFuture:
     return future
 
 
-def run_cache_message(message: CacheMessage, answer: Answer) -> None:
-    """Runs the mirror's ``observe_*`` method (on the loop, in the order messages
-    arrived), then answers: at once, or when an awaitable it returned is done."""
-    try:
-        result = message.method(message.target, *message.args, **message.kwargs)
-    except Exception as exc:
-        log.info("%s raised %s: %s", _name(message), type(exc).__name__, exc)
-        answer(message.id, None, exc)
-        return
-    if not inspect.isawaitable(result):
-        answer(message.id, result, None)
-        return
+class CacheMessages:
+    """Runs the ``observe_*`` methods of one connection's mirrors on its loop, strictly in
+    the order their messages arrived: an ``async def`` one is awaited before the next
+    message runs (and before its own answer is sent)."""
 
-    def done(task: asyncio.Future[object]) -> None:
+    def __init__(self, answer: Answer) -> None:
+        self._answer = answer
+        self._queue: collections.deque[CacheMessage] = collections.deque()
+        self._waiting = False  # an async observe_* method is running
+
+    def run(self, message: CacheMessage) -> None:
+        self._queue.append(message)
+        if not self._waiting:
+            self._drain()
+
+    def _drain(self) -> None:
+        queue, answer = self._queue, self._answer
+        while queue:
+            message = queue.popleft()
+            try:
+                result = message.method(message.target, *message.args, **message.kwargs)
+            except Exception as exc:
+                log.info("%s raised %s: %s", _name(message), type(exc).__name__, exc)
+                answer(message.id, None, exc)
+                continue
+            if not inspect.isawaitable(result):
+                answer(message.id, result, None)
+                continue
+            self._waiting = True
+            task = asyncio.ensure_future(result)
+            task.add_done_callback(functools.partial(self._awaited, message))
+            return
+
+    def _awaited(self, message: CacheMessage, task: asyncio.Future[object]) -> None:
+        self._waiting = False
         error = task.exception() if not task.cancelled() else asyncio.CancelledError()
-        answer(message.id, None if error else task.result(), error)
-
-    asyncio.ensure_future(result).add_done_callback(done)
+        if error is not None:
+            log.info("%s raised %s: %s", _name(message), type(error).__name__, error)
+        self._answer(message.id, None if error else task.result(), error)
+        self._drain()
 
 
 def notify_stopped(stopped: list[Stopped]) -> None:

@@ -47,6 +47,12 @@ class Smuggled(pb.Copyable):
 class Unlisted(pb.Copyable):
     """Crosses under its own wire name (``tests.apps.pb.Unlisted``), never allowed."""
 
+    built = 0
+
+    def __new__(cls) -> Unlisted:
+        cls.built += 1
+        return super().__new__(cls)
+
     def __init__(self) -> None:
         self.payload = "nope"
 
@@ -91,6 +97,13 @@ class RemoteFrog(pb.RemoteCopy):
         self.name, self.sound = state
 
 
+class BadState(pb.Copyable):
+    """Its hook fails: sending it must fail that one message, nothing more."""
+
+    def get_state_to_copy(self) -> object:
+        raise ValueError("no state for you")
+
+
 pb.set_unjellyable_for_class(Point, RemotePoint)
 pb.set_unjellyable_factory_for_class(Color, intern_color)
 pb.setUnjellyableForClass(Frog, RemoteFrog)
@@ -111,9 +124,7 @@ class Tally(pb.Cacheable):
         self.given: list[tuple[pb.Perspective, pb.Observer]] = []
         self.stopped: list[tuple[pb.Perspective, pb.Observer]] = []
 
-    def get_state_to_cache_and_observe_for(
-        self, perspective: object, observer: object
-    ) -> object:
+    def get_state_to_cache_and_observe_for(self, perspective: object, observer: object) -> object:
         assert isinstance(perspective, pb.Perspective)
         assert isinstance(observer, pb.Observer)
         with self.lock:
@@ -155,8 +166,18 @@ class RemoteTally(pb.RemoteCache):
         self.items.append(item)
         return ["async", len(self.items)]
 
-    async def observe_hold(self, seconds: float) -> str:
-        await asyncio.sleep(seconds)
+    async def observe_add_first(self, item: object) -> int:
+        self.items.append(item)  # before its first await: in order with the others
+        await asyncio.sleep(0)
+        return len(self.items)
+
+    async def observe_hold(self, gate: str) -> str:
+        """Answers once the test opens ``gate`` (bounded)."""
+        self.holding = True
+        try:
+            await asyncio.to_thread(GATES[gate].wait, WAIT)
+        finally:
+            self.holding = False
         return "held"
 
     def observe_fail(self, message: str) -> None:
@@ -165,6 +186,9 @@ class RemoteTally(pb.RemoteCache):
     def observe_items(self) -> list[object]:
         return list(self.items)
 
+    def observe_bad_answer(self) -> BadState:
+        return BadState()
+
     def not_an_observer(self) -> str:
         return "never reachable"
 
@@ -172,21 +196,30 @@ class RemoteTally(pb.RemoteCache):
 pb.set_unjellyable_for_class(Tally, RemoteTally)
 
 
+class BrokenTally(Tally):
+    """Its state hook fails after it was handed an observer."""
+
+    def get_state_to_cache_and_observe_for(self, perspective: object, observer: object) -> object:
+        super().get_state_to_cache_and_observe_for(perspective, observer)
+        raise ValueError("no state for you")
+
+
+pb.set_unjellyable_for_class(BrokenTally, RemoteTally)
+
+
 class Lean(pb.Cacheable):
     """A Cacheable that keeps only counts (the leak tests make thousands of mirrors)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.live: set[pb.Observer] = set()
-        self.given = 0
+        self.live: list[pb.Observer] = []  # a list, as Twisted's: observers of one
+        self.given = 0  # object on one connection are all equal (==)
         self.stopped = 0
 
-    def get_state_to_cache_and_observe_for(
-        self, perspective: object, observer: object
-    ) -> object:
+    def get_state_to_cache_and_observe_for(self, perspective: object, observer: object) -> object:
         assert isinstance(observer, pb.Observer)
         with self.lock:
-            self.live.add(observer)
+            self.live.append(observer)
             self.given += 1
         return {"n": 1}
 
@@ -279,6 +312,24 @@ def pb_make_smuggled() -> Smuggled:
 
 
 @server.callable
+def pb_bad_state() -> BadState:
+    return BadState()
+
+
+@server.callable
+async def pb_abad_state() -> BadState:
+    return BadState()
+
+
+BROKEN = BrokenTally("broken")
+
+
+@server.callable
+def pb_broken_tally() -> BrokenTally:
+    return BROKEN
+
+
+@server.callable
 def pb_echo(value: object) -> object:
     return value
 
@@ -348,6 +399,16 @@ def pb_add_many(name: str, count: int) -> int:
     tally = TALLIES[name]
     for i in range(count):
         tally.add(i)
+    return len(tally.items)
+
+
+@server.callable
+def pb_add_mixed(name: str, count: int) -> int:
+    """Updates through a sync and an async observe method in turn, without waiting."""
+    tally = TALLIES[name]
+    for i in range(count):
+        tally.items.append(i)
+        tally.tell("add_first" if i % 2 else "add", i)
     return len(tally.items)
 
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import websockets
 
-from tether._caches import RemoteFuture, failed, notify_stopped, run_cache_message
+from tether._caches import CacheMessages, RemoteFuture, failed, notify_stopped
 from tether._pool import on_loop
 from tether.client.deadlines import Deadlines
 from tether.client.local import LocalCalls
@@ -181,6 +181,8 @@ class AsyncClient:
         )
         connection.caches.link = self
         connection.caches.on_release = functools.partial(self._mirror_released, connection)
+        # observe_* methods of this connection's mirrors, answered on this connection only
+        self._observed = CacheMessages(functools.partial(self._answer_cache_message, connection))
         return connection
 
     async def connect(self) -> AsyncClient:
@@ -222,6 +224,7 @@ class AsyncClient:
                     self._ws = ws
                     self.connection.compact = compact
                     extra = dict(self.hello_extra)
+                    extra["limits"] = {"max_cacheables": self.limits.max_cacheables}
                     if self.session_token is not None:
                         extra["session"] = self.session_token
                     self.connection.send_hello(self.key, **extra)
@@ -269,6 +272,9 @@ class AsyncClient:
     def _adopt_server_limits(self, limits: object) -> None:
         """Sends no frame larger than the server accepts (from its auth reply)."""
         if type(limits) is dict:
+            mirrors = limits.get("max_cacheables")
+            if type(mirrors) is int and mirrors > 0:
+                self.connection.caches.peer_limit = mirrors
             frame = limits.get("max_frame_bytes")
             if type(frame) is int and 0 < frame < self.limits.max_frame_bytes:
                 fields = {n: getattr(self.limits, n) for n in self.limits.__slots__}
@@ -469,10 +475,10 @@ class AsyncClient:
             self._flush_locked()
 
     def _answer_cache_message(
-        self, message_id: str, result: object, error: BaseException | None
+        self, connection: Connection, message_id: str, result: object, error: BaseException | None
     ) -> None:
         with self._guard:
-            if self.connection.state is not State.OPEN:
+            if connection is not self.connection or connection.state is not State.OPEN:
                 return
             if error is None:
                 try:
@@ -531,7 +537,7 @@ class AsyncClient:
         for push in pushes:
             self._apply_push(push)
         for message in observe:  # in order, before anything later on this connection
-            run_cache_message(message, self._answer_cache_message)
+            self._observed.run(message)
         self._notify_stopped()
         # Settled without the lock: a concurrent future runs its callbacks right here.
         for future, answer in answers:

@@ -152,6 +152,8 @@ class CacheTables:
         self.registry = registry
         self.unjellyables = unjellyables
         self.limit = limit
+        self.peer_limit = limit
+        """How many the peer mirrors at once (from its handshake; a lower one wins)."""
         self._send = send
         self.perspective: object = None
         """Handed to ``get_state_to_cache_and_observe_for`` (the runtime sets it)."""
@@ -212,10 +214,13 @@ class CacheTables:
             export.count += 1
             journal.append((False, cache_id))
             return {"type": ["Cached"], "cache": cache_id}, None
-        if len(self.exports) >= self.limit:
+        limit = min(self.limit, self.peer_limit)
+        if len(self.exports) >= limit:
             raise SerializationError(
                 f"cannot send {type(value).__name__} at {format_path(encoder.path)}: this"
-                f" connection already mirrors {self.limit} Cacheables (limit max_cacheables)"
+                f" connection already mirrors {limit} Cacheables (limit max_cacheables"
+                + (", the peer's" if limit < self.limit else "")
+                + "): release some first"
             )
         cache_id = next(self._ids)
         observer = Observer(self.link, cache_id, value, self.perspective)

@@ -451,6 +451,10 @@ class Connection:
         self._writing += 1
         try:
             _without_gc(self._encode_values, header, values, request_id, found, media)
+        except SerializationError:
+            raise
+        except Exception as exc:  # a hook (__serialize__, get_state_to_copy, ...) raised
+            raise SerializationError(f"{type(exc).__name__} while writing it: {exc}") from exc
         finally:
             self._writing -= 1
         return found

@@ -47,6 +47,13 @@ def main() -> None:
 @click.option("--max-int-digits", default=_DEFAULT.max_int_digits, show_default=True, type=int)
 @click.option("--max-media-bytes", default=_DEFAULT.max_media_bytes, show_default=True, type=int)
 @click.option(
+    "--max-cacheables",
+    default=_DEFAULT.max_cacheables,
+    show_default=True,
+    type=int,
+    help="Cacheables mirrored at once per connection, each way (tether.pb).",
+)
+@click.option(
     "--data-dir",
     envvar="TETHER_DATA_DIR",
     help="Where the server keeps its files (the default store) [default: APP/.tether].",
@@ -122,6 +129,7 @@ def serve(
     max_objects: int,
     max_int_digits: int,
     max_media_bytes: int,
+    max_cacheables: int,
     data_dir: str | None,
     store: str | None,
     session_timeout: float,
@@ -146,7 +154,14 @@ def serve(
     use_assets(static, dev=dev)  # static_url() works while APP is imported
     try:
         load_app(app)
-        limits = Limits(max_frame_bytes, max_depth, max_objects, max_int_digits, max_media_bytes)
+        limits = Limits(
+            max_frame_bytes,
+            max_depth,
+            max_objects,
+            max_int_digits,
+            max_media_bytes,
+            max_cacheables,
+        )
         asgi = create_app(
             uplink_key=uplink_key,
             client_key=client_key,

@@ -17,7 +17,7 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable
 
-from tether._caches import RemoteFuture, failed, notify_stopped, run_cache_message
+from tether._caches import CacheMessages, RemoteFuture, failed, notify_stopped
 from tether._pool import on_loop
 from tether.codec.capability import Capability, apply_updates, collect_updates
 from tether.codec.capability_wire import CapabilitySession, SigningWire
@@ -121,6 +121,7 @@ class Peer:
         caches.enabled = dialect == "tether"
         caches.link = self
         caches.on_release = self._mirror_released
+        self._observed = CacheMessages(self._answer_cache_message)
         self._send = send
         self._write = write
         self._lock = asyncio.Lock()
@@ -171,7 +172,7 @@ class Peer:
         if settle:
             self._settle(settle)
         for message in observe:
-            run_cache_message(message, self._answer_cache_message)
+            self._observed.run(message)
         self._notify_stopped()
 
     def _handle_locked(
@@ -255,6 +256,11 @@ class Peer:
         if self.trusted:  # trusted peers sign and mint as server code does: no session
             self.cap_session = self.wire.session = CapabilitySession(None)
             self.wire.trusted = True
+        peer_limits = hello.extra.get("limits")
+        if type(peer_limits) is dict:  # a Tether client says how many mirrors it keeps
+            mirrors = peer_limits.get("max_cacheables")
+            if type(mirrors) is int and mirrors > 0:
+                self.connection.caches.peer_limit = mirrors
         caller = "browser" if self.browser else "uplink" if self.trusted else "client_uplink"
         client = "browser" if self.browser else "uplink"
         if self.task_id is not None:
@@ -315,6 +321,7 @@ class Peer:
                 "max_frame_bytes": limits.max_frame_bytes,
                 "max_depth": limits.max_depth,
                 "max_objects": limits.max_objects,
+                "max_cacheables": limits.max_cacheables,
             }
             if not self.browser:  # a browser's token stays in its HttpOnly cookie
                 extra["session"] = slot.token
