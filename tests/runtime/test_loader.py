@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -105,3 +106,19 @@ def test_cli_serve_builds_the_app_and_serves_it(
     [(asgi, host, port)] = served
     assert (host, port) == ("127.0.0.1", 8123)
     assert asgi.options.allowed_origins == ("https://a.example",)  # type: ignore[attr-defined]
+
+
+def test_tune_gc_freezes_what_was_loaded_and_raises_the_first_threshold() -> None:
+    # In a fresh interpreter: the collector's settings are process-wide.
+    code = (
+        "import gc; from tether.runtime.serving import GC_THRESHOLD, tune_gc;"
+        "older = gc.get_threshold()[1:]; tune_gc();"
+        "assert gc.get_freeze_count() > 1000, gc.get_freeze_count();"
+        "assert gc.get_threshold() == (GC_THRESHOLD, *older), gc.get_threshold();"
+        "print('tuned')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "tuned"

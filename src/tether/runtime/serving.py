@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from tether.protocol import FRAME_SLACK
 from tether.runtime.app import TetherApp
 from tether.runtime.dispatcher import DRAIN_TIMEOUT
 
-__all__ = ["serve_forever", "serve_in_thread", "uvicorn_config"]
+__all__ = ["GC_THRESHOLD", "serve_forever", "serve_in_thread", "tune_gc", "uvicorn_config"]
 
 STOP_TIMEOUT = DRAIN_TIMEOUT + 10
 """Seconds to wait for a server thread to stop (its calls get DRAIN_TIMEOUT to finish)."""
@@ -38,9 +39,33 @@ def uvicorn_config(
     )
 
 
+GC_THRESHOLD = 50_000
+"""``tether serve``'s first-generation threshold for the cyclic garbage collector."""
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a process that is a Tether server (``tether serve``
+    calls this; call it yourself under another ASGI server if you like).
+
+    - What is loaded before serving (the app, its libraries) lives as long as the
+      process: ``gc.freeze()`` takes it out of every later collection.
+    - The first generation is collected once 50,000 more container objects were made
+      than freed (Python's default is 700). One message of 1,000 portable objects makes
+      about 3,000 that stay alive while its call runs, so at 700 every such call paid a
+      collection that walked them all (10–20 % of the server's CPU per call here); at
+      50,000 a collection comes only when objects really pile up (cyclic garbage).
+    """
+    gc.collect()
+    gc.freeze()
+    first, *older = gc.get_threshold()
+    gc.set_threshold(max(first, GC_THRESHOLD), *older)
+
+
 def serve_forever(app: TetherApp, host: str, port: int, *, log_level: str = "info") -> None:
-    """Serves until interrupted (Ctrl-C / SIGTERM)."""
-    uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level=log_level)).run()
+    """Serves until interrupted (Ctrl-C / SIGTERM), with :func:`tune_gc`'s settings."""
+    config = uvicorn_config(app, host=host, port=port, log_level=log_level)
+    tune_gc()
+    uvicorn.Server(config).run()
 
 
 @contextmanager
