@@ -52,7 +52,7 @@ def tune_gc() -> None:
     - The first generation is collected once 50,000 more container objects were made
       than freed (Python's default is 700). One message of 1,000 portable objects makes
       about 3,000 that stay alive while its call runs, so at 700 every such call paid a
-      collection that walked them all (10–20 % of the server's CPU per call here); at
+      collection that walked them all (10 to 20 % of the server's CPU per call here); at
       50,000 a collection comes only when objects really pile up (cyclic garbage).
     """
     gc.collect()
