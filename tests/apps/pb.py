@@ -526,3 +526,52 @@ def pb_wait_for_items(key: str, count: int) -> list[object]:
             raise TimeoutError(f"mirror has {held.items!r}")
         time.sleep(0.01)
     return list(held.items)
+
+
+# -- rooms: a hook that tells the other observers (Twisted's usual pattern) --------------
+
+
+class Room(pb.Cacheable):
+    """Its state hook tells the room's other observers who joined, after a pause: two
+    workers answering crosswise each call_remote on the other's connection."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.observers: list[pb.Observer] = []
+        self.lock = threading.Lock()
+        self.told: list[object] = []
+
+    def get_state_to_cache_and_observe_for(
+        self, perspective: object, observer: pb.Observer
+    ) -> dict[str, object]:
+        time.sleep(0.2)  # the other worker gets into its own hook meanwhile
+        with self.lock:
+            others = list(self.observers)
+            self.observers.append(observer)
+        for other in others:
+            self.told.append(other.call_remote("joined", self.name))
+        return {"name": self.name}
+
+    def stopped_observing(self, perspective: object, observer: pb.Observer) -> None:
+        with self.lock:
+            self.observers.remove(observer)
+
+
+class RemoteRoom(pb.RemoteCache):
+    joined: list[str]
+
+    def set_copyable_state(self, state: object) -> None:
+        super().set_copyable_state(state)
+        self.joined = []
+
+    def observe_joined(self, name: str) -> None:
+        self.joined.append(name)
+
+
+pb.set_unjellyable_for_class(Room, RemoteRoom)
+ROOMS: dict[str, Room] = {}
+
+
+@server.callable
+def pb_room(name: str) -> Room:
+    return ROOMS.setdefault(name, Room(name))

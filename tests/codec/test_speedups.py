@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -146,6 +147,19 @@ def test_build_dicts_agrees_with_the_python_version() -> None:
         assert build(node, Item, 3) == 4
         assert type(node[3]) is Item
         assert build(node, Item, 4) == 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Frozen:
+    a: int
+
+
+def test_build_dicts_skips_a_classes_own_setattr_like_the_c_version() -> None:
+    assert _accel.build_dicts is not None
+    for build in (_accel.build_dicts, decoder._build_dicts_py):
+        node: list[object] = [{"a": 1}, {"a": 2}]
+        assert build(node, Frozen, 0) == 2
+        assert node == [Frozen(1), Frozen(2)]
 
 
 def test_build_dicts_errors() -> None:

@@ -1171,6 +1171,22 @@ def test_caches_refused_for_a_dialect_without_them() -> None:
     assert list(server.caches.exports) == [1]
 
 
+def test_a_cacheable_from_a_peer_of_the_uplink_dialect_fails_that_call() -> None:
+    client, server = open_pair()
+    server.caches.enabled = False  # the server's end of an /_/uplink connection
+    server.unjellyables.allow("caches.Pond", PondMirror)
+    client.caches.perspective = PERSPECTIVE
+    client.send_call("take", [Pond("ann")], {})
+    [rejected] = relay(client, server)
+    assert isinstance(rejected, Rejected)
+    assert "uplink dialect" in str(rejected.error)
+    gc.collect()
+    server.caches.flush_released()
+    frames = server.frames_to_send()
+    assert len(frames) == 1  # the error reply, and no DECACHE
+    assert server.caches.imports == {}
+
+
 # -- Observer --------------------------------------------------------------------------
 
 

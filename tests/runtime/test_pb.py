@@ -259,6 +259,24 @@ async def test_sync_and_async_observe_methods_apply_in_the_order_sent(url: str) 
         assert mirror.items == list(range(200))
 
 
+def test_hooks_calling_remote_crosswise_do_not_deadlock(url: str) -> None:
+    # Two workers each write an answer (holding their connection) whose hook calls
+    # call_remote on the other's connection: neither may wait for the other's lock.
+    first_room, second_room = f"r1-{os.getpid()}-{time.monotonic_ns()}", f"r2-{time.monotonic_ns()}"
+    with Client(url) as first, Client(url) as second:
+        held = [first.call("pb_room", first_room), second.call("pb_room", second_room)]
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            crossed = [
+                pool.submit(first.call, "pb_room", second_room),
+                pool.submit(second.call, "pb_room", first_room),
+            ]
+            mirrors = [future.result(timeout=TIMEOUT) for future in crossed]
+        assert [type(m) for m in mirrors] == [app.RemoteRoom, app.RemoteRoom]
+        for room in (app.ROOMS[first_room], app.ROOMS[second_room]):
+            assert [told.result(timeout=TIMEOUT) for told in room.told] == [None]
+        assert [mirror.joined for mirror in held] == [[first_room], [second_room]]
+
+
 def test_a_sync_client_mirrors_updates_and_releases(url: str) -> None:
     with Client(url) as client:
         name = client.call("pb_new_tally", ["s"])

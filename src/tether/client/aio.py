@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import websockets
 
-from tether._caches import CacheMessages, RemoteFuture, failed, notify_stopped
+from tether._caches import CacheMessages, Outbox, RemoteFuture, deliver, notify_stopped
 from tether._pool import on_loop
 from tether.client.deadlines import Deadlines
 from tether.client.local import LocalCalls
@@ -153,6 +153,15 @@ class AsyncClient:
         self._epoch = 0  # which transport is current (a late loss of an old one is moot)
         self._reconnecting: asyncio.Task[bool] | None = None
         self.subscriptions = Subscriptions(self._subscription_ended)
+        self._outbox = Outbox(
+            self._guard,
+            lambda: self.connection,
+            lambda: self._pending,
+            self._flush_from_any_thread_locked,
+            lambda: self._loop,
+            lambda: None if self._closed_reason is None else "the connection of this mirror closed",
+            self._notify_stopped,
+        )
         self.local = LocalCalls(self, threads)
 
     # -- lifetime -----------------------------------------------------------------------
@@ -377,11 +386,14 @@ class AsyncClient:
     ) -> None:
         """Sends the CALL (on the loop, or any thread on the TCP path); ``future`` gets the
         result or the error (``TimeoutError`` after ``timeout`` seconds)."""
+        failures: list[tuple[RemoteFuture, BaseException]] | None = None
         with self._guard:
             error: BaseException | None
             if not self.connected:
                 error = AppOfflineError(f"not connected to the server ({self._closed_reason})")
             else:
+                if self._outbox.queue:  # call_remote's messages this thread queued go first
+                    failures = self._outbox.send_locked()
                 try:
                     call_id = self.connection.send_call(name, args, kwargs)
                 except Exception as exc:  # SerializationError; never leave the caller waiting
@@ -392,6 +404,8 @@ class AsyncClient:
                     if timeout is not None:
                         self.deadlines.arm(call_id, name, future, timeout)
                     error = None
+        if failures:
+            deliver(failures)
         self._notify_stopped()
         if error is not None:
             future.set_exception(error)
@@ -449,19 +463,9 @@ class AsyncClient:
     def observe(
         self, observer: Observer, method: str, args: tuple[object, ...], kwargs: dict[str, object]
     ) -> RemoteFuture:
-        """``observer.call_remote`` for a Cacheable this client sent, from any thread."""
-        future = RemoteFuture()
-        try:
-            with self._guard:
-                if self._closed_reason is not None:
-                    raise DeadReferenceError("the connection of this mirror closed")
-                call_id = self.connection.send_cache_message(observer, method, args, kwargs)
-                self._pending[call_id] = future
-                self._flush_from_any_thread_locked()
-        except Exception as exc:  # gone, or unsendable: the future says so
-            future = failed(exc)
-        self._notify_stopped()
-        return future
+        """``observer.call_remote`` for a Cacheable this client sent (see
+        :class:`~tether._caches.Outbox`)."""
+        return self._outbox.observe(observer, method, args, kwargs)
 
     def _flush_from_any_thread_locked(self) -> None:
         loop = self._loop
@@ -614,6 +618,7 @@ class AsyncClient:
             if self._closing or not self.reconnect:
                 self.subscriptions.clear()
         notify_stopped(stopped)
+        self._outbox.fail_all(DeadReferenceError(f"the connection of this mirror closed: {reason}"))
         if self._auth is not None and not self._auth.done():
             self._auth.set_exception(AppOfflineError(reason))
         self.deadlines.cancel_all()

@@ -276,7 +276,7 @@ def _build_dicts_py(node: list[object], cls: Any, start: int) -> int:
         if type(data) is not dict:
             break
         obj = new(cls)
-        obj.__dict__ = data
+        object.__setattr__(obj, "__dict__", data)  # as the C version: no __setattr__ hook
         node[start] = obj
         start += 1
     return start

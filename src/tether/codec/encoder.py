@@ -125,6 +125,7 @@ def _flat(data: dict[str, object]) -> bool:
     return True
 
 
+_FLAVOURS = (Copyable, RemoteCache)  # Cacheable is a Copyable
 _C_FLAT = _accel.flat_dicts
 """The C version of :func:`_flat_run_py`, or None."""
 
@@ -413,26 +414,6 @@ class Encoder:
                 fields["path"] = list(self.path)
                 self.objects.append(fields)
                 return None
-        if isinstance(v, Cacheable | RemoteCache):
-            if self.caches is None:
-                raise SerializationError(
-                    f"cannot send {type(v).__name__} object at {format_path(self.path)}:"
-                    " Cacheables and their mirrors cross only a Tether connection"
-                )
-            fields, tree = self.caches.write(v, self, depth)
-            fields["path"] = list(self.path)
-            self.objects.append(fields)
-            return tree
-        if isinstance(v, Copyable):
-            tree = self.state(v, v.getStateToCopy(), depth)
-            self.objects.append(
-                {
-                    "path": list(self.path),
-                    "type": ["Copy"],
-                    "typeName": self.registry.copy_name(type(v)),
-                }
-            )
-            return tree
         if type(v) is int:
             self._long(v)
         elif type(v) is float:
@@ -449,6 +430,8 @@ class Encoder:
             self.objects.append(
                 {"path": list(self.path), "type": ["ClassType"], "typeName": self.by_class[v].name}
             )
+        elif isinstance(v, _FLAVOURS):
+            return self.flavour(v, depth)
         else:
             hint = "register the class with @server.portable_class"
             if isinstance(v, type):
@@ -457,6 +440,29 @@ class Encoder:
                 f"cannot serialize {type(v)!r} object at {format_path(self.path)}: {hint}"
             )
         return None
+
+    def flavour(self, v: Copyable | RemoteCache, depth: int) -> object:
+        """A Perspective Broker flavour: a Cacheable or a mirror (the connection's
+        tables decide), or a Copyable (its state, as a ``Copy`` entry)."""
+        if isinstance(v, Cacheable | RemoteCache):
+            if self.caches is None:
+                raise SerializationError(
+                    f"cannot send {type(v).__name__} object at {format_path(self.path)}:"
+                    " Cacheables and their mirrors cross only a Tether connection"
+                )
+            fields, tree = self.caches.write(v, self, depth)
+            fields["path"] = list(self.path)
+            self.objects.append(fields)
+            return tree
+        tree = self.state(v, v.getStateToCopy(), depth)
+        self.objects.append(
+            {
+                "path": list(self.path),
+                "type": ["Copy"],
+                "typeName": self.registry.copy_name(type(v)),
+            }
+        )
+        return tree
 
     # -- leaves -------------------------------------------------------------------------
 

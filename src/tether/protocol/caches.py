@@ -299,6 +299,11 @@ class CacheTables:
     def read(
         self, kind: str, entry: dict[str, object], current: object, path: list[object]
     ) -> object:
+        if not self.enabled:
+            raise SerializationError(
+                f"a Cacheable at {format_path(path)} from a peer of Anvil's uplink dialect,"
+                " which has none"
+            )
         cache_id = entry.get("cache")
         if type(cache_id) is not int:
             raise SerializationError(f"cache entry without an int id at {format_path(path)}")
@@ -392,7 +397,7 @@ class CacheTables:
         references are all released now, those never reached included, unless a live
         mirror holds them."""
         counted, self._counted = self._counted, None
-        if not failed:
+        if not failed or not self.enabled:  # an uplink peer was given no mirror to release
             return
         wanted: dict[int, int] = {}
         given: set[int] = set()  # ids of Cache entries: new to this side

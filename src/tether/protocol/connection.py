@@ -139,6 +139,11 @@ class Connection:
         return out
 
     @property
+    def writing(self) -> bool:
+        """True while a message is being written (user hooks may run meanwhile)."""
+        return self._writing > 0
+
+    @property
     def pending_calls(self) -> int:
         """How many calls made from here are still unanswered."""
         return len(self._pending_out)

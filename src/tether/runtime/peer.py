@@ -17,7 +17,7 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable
 
-from tether._caches import CacheMessages, RemoteFuture, failed, notify_stopped
+from tether._caches import CacheMessages, Outbox, RemoteFuture, deliver, notify_stopped
 from tether._pool import on_loop
 from tether.codec.capability import Capability, apply_updates, collect_updates
 from tether.codec.capability_wire import CapabilitySession, SigningWire
@@ -126,6 +126,15 @@ class Peer:
         self._write = write
         self._lock = asyncio.Lock()
         self._guard = threading.RLock()  # re-entered only to refuse (call_remote in a hook)
+        self._outbox = Outbox(
+            self._guard,
+            lambda: self.connection,
+            lambda: self._pending,
+            self._flush_from_any_thread_locked,
+            lambda: self.dispatcher.loop,
+            lambda: None,  # a closed connection refuses by itself
+            self._notify_stopped,
+        )
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.client_ip = client_ip
@@ -445,6 +454,7 @@ class Peer:
         with self._guard:
             if self.closed:
                 return
+            failures = self._outbox.send_locked()  # call_remote's queue first: see Outbox
             if error is None:
                 try:
                     self.connection.send_response(call.id, result, updates=updates)
@@ -454,6 +464,7 @@ class Peer:
                 self._reply_error_locked(call, error)
             else:
                 self._schedule_flush_locked()
+        deliver(failures)
         self._notify_stopped()
 
     def _builtin_locked(self, call: Call) -> None:
@@ -612,18 +623,8 @@ class Peer:
     def observe(
         self, observer: Observer, method: str, args: tuple[object, ...], kwargs: dict[str, object]
     ) -> RemoteFuture:
-        """``observer.call_remote``, from any thread: queued in order at once (before the
-        answer of a call that made it), sent by the loop or the writing thread."""
-        future = RemoteFuture()
-        try:
-            with self._guard:
-                call_id = self.connection.send_cache_message(observer, method, args, kwargs)
-                self._pending[call_id] = future
-                self._flush_from_any_thread_locked()
-        except Exception as exc:  # gone, or unsendable: the future says so
-            future = failed(exc)
-        self._notify_stopped()
-        return future
+        """``observer.call_remote`` (see :class:`~tether._caches.Outbox`)."""
+        return self._outbox.observe(observer, method, args, kwargs)
 
     def _flush_from_any_thread_locked(self) -> None:
         loop = self.dispatcher.loop
@@ -640,6 +641,7 @@ class Peer:
         with self._guard:
             if self.closed:
                 return
+            failures = self._outbox.send_locked()  # call_remote's queue first: see Outbox
             if error is None:
                 try:
                     self.connection.send_response(message_id, result)
@@ -648,6 +650,7 @@ class Peer:
             if error is not None:
                 self.connection.send_error(message_id, error)
             self._schedule_flush_locked()
+        deliver(failures)
         self._notify_stopped()
 
     def _mirror_released(self) -> None:
@@ -692,6 +695,7 @@ class Peer:
                     else UplinkDisconnectedError("the client serving this call disconnected")
                 )
         self._pending.clear()
+        self._outbox.fail_all(DeadReferenceError("the connection of this mirror closed"))
         notify_stopped(stopped)
         if self._writer is not None:
             self._wake.set()
