@@ -23,13 +23,44 @@ def wait_until(predicate: Callable[[], T], what: str, timeout: float = TIMEOUT) 
     """Polls ``predicate`` until it returns something true (and returns that); fails the
     test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+    while (value := _poll(predicate, what, deadline)) is None:
         time.sleep(0.02)
+    return value
+
+
+async def eventually(predicate: Callable[[], T], what: str, limit: float = TIMEOUT) -> T:
+    """:func:`wait_until` in a coroutine: the loop keeps running while it polls."""
+    import asyncio
+
+    deadline = time.monotonic() + limit
+    while True:
+        value = _poll(predicate, what, deadline)
+        if value is not None:
+            return value
+        await asyncio.sleep(0.005)  # others' callbacks on this loop make it true
+
+
+def _poll(predicate: Callable[[], T], what: str, deadline: float) -> T | None:
+    value = predicate()
+    if value:
+        return value
+    if time.monotonic() > deadline:
+        pytest.fail(f"timed out waiting for {what}")
+    return None
+
+
+def run_script(script: str, url: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``script`` (a path below the repository) against the server at ``url``, as a
+    user would: ``TETHER_URL`` tells the example where the server is."""
+    return subprocess.run(
+        [sys.executable, script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "TETHER_URL": url},
+        check=False,
+    )
 
 
 def free_port() -> int:

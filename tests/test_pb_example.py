@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TIMEOUT, free_port, stop
+from tests.conftest import free_port, run_script, stop
 
 Serve = Callable[..., tuple[subprocess.Popen[str], int]]
 
 
 def run_example(script: str, url: str) -> subprocess.CompletedProcess[str]:
     """Runs ``examples/pb/SCRIPT`` against ``url``, as a user would."""
-    return subprocess.run(
-        [sys.executable, f"examples/pb/{script}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env={**os.environ, "TETHER_URL": url},
-        check=False,
-    )
+    return run_script(f"examples/pb/{script}", url)
 
 
 def store(tmp_path: Path) -> tuple[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,20 +12,12 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import ROOT, TIMEOUT
+from tests.conftest import ROOT, TIMEOUT, run_script
 
 
 def run_client(url: str) -> subprocess.CompletedProcess[str]:
     """Runs examples/quickstart/client.py against ``url``, as a user would."""
-    return subprocess.run(
-        [sys.executable, "examples/quickstart/client.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env={**os.environ, "TETHER_URL": url},
-        check=False,
-    )
+    return run_script("examples/quickstart/client.py", url)
 
 
 def test_quickstart_client_against_tether_serve(

@@ -19,11 +19,18 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from tether._pool import on_loop
-from tether.errors import DeadReferenceError
+from tether.errors import DeadReferenceError, SerializationError
 from tether.protocol import CacheMessage, Connection
 from tether.protocol.caches import Observer, Stopped
 
-__all__ = ["CacheMessages", "Outbox", "RemoteFuture", "deliver", "notify_stopped"]
+__all__ = [
+    "CacheMessages",
+    "Outbox",
+    "RemoteFuture",
+    "answer_locked",
+    "deliver",
+    "notify_stopped",
+]
 
 log = logging.getLogger("tether")
 
@@ -38,12 +45,6 @@ class RemoteFuture(concurrent.futures.Future[Any]):
 
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
-
-
-def failed(error: BaseException) -> RemoteFuture:
-    future = RemoteFuture()
-    future.set_exception(error)
-    return future
 
 
 class CacheMessages:
@@ -209,6 +210,20 @@ class Outbox:
         while self.queue:
             failures.append((self.queue.popleft()[-1], error))
         deliver(failures)
+
+
+def answer_locked(
+    connection: Connection, message_id: str, result: object, error: BaseException | None
+) -> None:
+    """Under the connection's lock: answers a CACHE_MESSAGE with what its ``observe_*``
+    method returned, or its error (also when the result cannot be sent)."""
+    if error is None:
+        try:
+            connection.send_response(message_id, result)
+            return
+        except SerializationError as exc:
+            error = exc
+    connection.send_error(message_id, error)
 
 
 def deliver(failures: list[tuple[RemoteFuture, BaseException]]) -> None:

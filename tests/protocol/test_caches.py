@@ -1239,3 +1239,20 @@ def test_a_closed_mirror_that_cannot_be_deep_copied_keeps_a_shallow_copy() -> No
     assert mirror.__dict__ is not kept
     assert mirror.ducks is kept["ducks"]  # only the top level could be copied
     assert flushed(client) == [decache(1, 1)]
+
+
+class Refuses(Copyable):
+    def get_state_to_copy(self) -> object:
+        raise ValueError("not now")
+
+
+def test_a_hook_that_raises_while_a_message_is_written_fails_that_message() -> None:
+    client, server = open_pair()
+    pond = Pond("ann")
+    with pytest.raises(SerializationError, match="ValueError while writing it: not now"):
+        server.send_call("show", [pond, Refuses()], {})
+    assert server.frames_to_send() == []
+    assert server.caches.take_stopped() == [(pond, PERSPECTIVE, pond.observer)]
+    assert not server.writing
+    [mirror] = show(server, client, pond)  # the connection is fine
+    assert type(mirror) is PondMirror

@@ -22,7 +22,7 @@ import websockets
 from websockets.asyncio.client import connect as ws_connect
 
 from tests.apps import pb as app
-from tests.conftest import TIMEOUT, serve_both_ways, wait_until
+from tests.conftest import TIMEOUT, eventually, serve_both_ways, wait_until
 from tether import pb, server, testing
 from tether.client import AsyncClient, Client
 from tether.codec import Limits
@@ -34,19 +34,6 @@ KEY = "pb-uplink-key"
 T = TypeVar("T")
 
 served, url = serve_both_ways("tests.apps.pb", uplink_key=KEY)
-
-
-async def eventually(predicate: Callable[[], T], what: str) -> T:
-    """Awaits (bounded) until ``predicate`` returns something true; the loop keeps
-    running meanwhile (a client on this loop sends its releases)."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def new_tally(client: AsyncClient, items: list[object] | None = None) -> app.Tally:

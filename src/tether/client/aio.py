@@ -17,7 +17,14 @@ from urllib.parse import urlsplit
 
 import websockets
 
-from tether._caches import CacheMessages, Outbox, RemoteFuture, deliver, notify_stopped
+from tether._caches import (
+    CacheMessages,
+    Outbox,
+    RemoteFuture,
+    answer_locked,
+    deliver,
+    notify_stopped,
+)
 from tether._pool import on_loop
 from tether.client.deadlines import Deadlines
 from tether.client.local import LocalCalls
@@ -35,7 +42,6 @@ from tether.errors import (
     DeadReferenceError,
     PermissionDenied,
     RemoteProtocolError,
-    SerializationError,
 )
 from tether.functions import FunctionRegistry, function_registry
 from tether.protocol import (
@@ -484,13 +490,7 @@ class AsyncClient:
         with self._guard:
             if connection is not self.connection or connection.state is not State.OPEN:
                 return
-            if error is None:
-                try:
-                    self.connection.send_response(message_id, result)
-                except SerializationError as exc:
-                    error = exc
-            if error is not None:
-                self.connection.send_error(message_id, error)
+            answer_locked(self.connection, message_id, result, error)
             self._flush_locked()
         self._notify_stopped()
 

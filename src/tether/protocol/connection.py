@@ -455,7 +455,12 @@ class Connection:
         found: list[Capability] = []
         self._writing += 1
         try:
-            _without_gc(self._encode_values, header, values, request_id, found, media)
+            try:
+                _without_gc(self._encode_values, header, values, request_id, found, media)
+            except BaseException:
+                self.caches.unwritten()  # nothing of it is sent: its Cacheables are not out
+                raise
+            self.caches.written()
         except SerializationError:
             raise
         except Exception as exc:  # a hook (__serialize__, get_state_to_copy, ...) raised
@@ -469,21 +474,6 @@ class Connection:
         return None if wire is None else {"Capability": functools.partial(wire.decode, found)}
 
     def _encode_values(
-        self,
-        header: dict[str, object],
-        values: dict[str, object],
-        request_id: str,
-        found: list[Capability],
-        media: bool,
-    ) -> None:
-        try:
-            self._encode_or_raise(header, values, request_id, found, media)
-        except BaseException:
-            self.caches.unwritten()
-            raise
-        self.caches.written()
-
-    def _encode_or_raise(
         self,
         header: dict[str, object],
         values: dict[str, object],

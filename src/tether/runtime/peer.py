@@ -17,7 +17,14 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable
 
-from tether._caches import CacheMessages, Outbox, RemoteFuture, deliver, notify_stopped
+from tether._caches import (
+    CacheMessages,
+    Outbox,
+    RemoteFuture,
+    answer_locked,
+    deliver,
+    notify_stopped,
+)
 from tether._pool import on_loop
 from tether.codec.capability import Capability, apply_updates, collect_updates
 from tether.codec.capability_wire import CapabilitySession, SigningWire
@@ -642,13 +649,7 @@ class Peer:
             if self.closed:
                 return
             failures = self._outbox.send_locked()  # call_remote's queue first: see Outbox
-            if error is None:
-                try:
-                    self.connection.send_response(message_id, result)
-                except SerializationError as exc:
-                    error = exc
-            if error is not None:
-                self.connection.send_error(message_id, error)
+            answer_locked(self.connection, message_id, result, error)
             self._schedule_flush_locked()
         deliver(failures)
         self._notify_stopped()
