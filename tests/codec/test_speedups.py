@@ -17,18 +17,13 @@ from tests.conftest import TIMEOUT
 from tether.codec import (
     Limits,
     PortableRegistry,
-    _accel,
     decode_values,
     decoder,
     encode_values,
     encoder,
 )
+from tether.codec import _speedups as c  # imported directly: a build without it fails here
 from tether.errors import SerializationError
-
-# A build without them fails here; only an explicit TETHER_PURE_PYTHON=1 skips.
-pytestmark = pytest.mark.skipif(
-    bool(os.environ.get("TETHER_PURE_PYTHON")), reason="TETHER_PURE_PYTHON=1: no C speedups"
-)
 
 
 class Item:
@@ -65,8 +60,7 @@ attrs = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), values, max_size=
 
 
 def both_flat(seq: Any, cls: type) -> tuple[object, object]:
-    assert _accel.flat_dicts is not None
-    return _accel.flat_dicts(seq, cls, INT_LIMIT), encoder._flat_run_py(seq, cls)
+    return c.flat_dicts(seq, cls, INT_LIMIT), encoder._flat_run_py(seq, cls)
 
 
 @given(st.lists(attrs, min_size=1, max_size=6))
@@ -129,17 +123,15 @@ def test_flat_dicts_refuses_a_non_str_attribute_name_and_objects_without_a_dict(
 
 
 def test_flat_dicts_takes_only_lists_and_tuples() -> None:
-    assert _accel.flat_dicts is not None
-    assert _accel.flat_dicts(iter([Item(a=1)]), Item, INT_LIMIT) is None
+    assert c.flat_dicts(iter([Item(a=1)]), Item, INT_LIMIT) is None
     with pytest.raises(TypeError):
-        _accel.flat_dicts([], "not a class", INT_LIMIT)  # type: ignore[arg-type]
+        c.flat_dicts([], "not a class", INT_LIMIT)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        _accel.flat_dicts([], Item, "not an int")  # type: ignore[arg-type]
+        c.flat_dicts([], Item, "not an int")  # type: ignore[arg-type]
 
 
 def test_build_dicts_agrees_with_the_python_version() -> None:
-    assert _accel.build_dicts is not None
-    for build in (_accel.build_dicts, decoder._build_dicts_py):
+    for build in (c.build_dicts, decoder._build_dicts_py):
         node: list[object] = [{"a": 1}, {"b": [2]}, "stop", {"c": 3}]
         assert build(node, Item, 0) == 2
         assert [type(x) for x in node] == [Item, Item, str, dict]
@@ -155,34 +147,31 @@ class Frozen:
 
 
 def test_build_dicts_skips_a_classes_own_setattr_like_the_c_version() -> None:
-    assert _accel.build_dicts is not None
-    for build in (_accel.build_dicts, decoder._build_dicts_py):
+    for build in (c.build_dicts, decoder._build_dicts_py):
         node: list[object] = [{"a": 1}, {"a": 2}]
         assert build(node, Frozen, 0) == 2
         assert node == [Frozen(1), Frozen(2)]
 
 
 def test_build_dicts_errors() -> None:
-    assert _accel.build_dicts is not None
     with pytest.raises(TypeError):
-        _accel.build_dicts((), Item, 0)  # type: ignore[arg-type]
+        c.build_dicts((), Item, 0)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        _accel.build_dicts([], Item, "0")  # type: ignore[arg-type]
+        c.build_dicts([], Item, "0")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        _accel.build_dicts([{}], type(len), 0)  # builtin_function_or_method has no tp_new
+        c.build_dicts([{}], type(len), 0)  # builtin_function_or_method has no tp_new
     with pytest.raises(AttributeError):
-        _accel.build_dicts([{}], Slotted, 0)  # no __dict__ to set
+        c.build_dicts([{}], Slotted, 0)  # no __dict__ to set
 
     class Refuses:
         def __new__(cls) -> Refuses:
             raise ValueError("no")
 
     with pytest.raises(ValueError, match="no"):
-        _accel.build_dicts([{}], Refuses, 0)
+        c.build_dicts([{}], Refuses, 0)
 
 
 def test_build_dicts_survives_a_new_that_changes_the_list() -> None:
-    assert _accel.build_dicts is not None
     node: list[object] = [{"a": 1}, {"a": 2}, {"a": 3}]
 
     class Shrinks:
@@ -190,7 +179,7 @@ def test_build_dicts_survives_a_new_that_changes_the_list() -> None:
             node.clear()
             return super().__new__(cls)
 
-    assert _accel.build_dicts(node, Shrinks, 0) == 0
+    assert c.build_dicts(node, Shrinks, 0) == 0
     assert node == []
 
 
@@ -216,7 +205,8 @@ def roundtrip() -> list[object]:
 def test_the_python_versions_run_when_the_speedups_are_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert _accel.flat_dicts is not None, "the C speedups were not built"
+    monkeypatch.setattr(encoder, "_C_FLAT", c.flat_dicts)  # the C versions, whatever the env
+    monkeypatch.setattr(decoder, "_build_dicts", c.build_dicts)
     roundtrip()
     monkeypatch.setattr(encoder, "_C_FLAT", None)
     monkeypatch.setattr(decoder, "_build_dicts", decoder._build_dicts_py)
