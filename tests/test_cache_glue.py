@@ -6,37 +6,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any
 
 import pytest
 
 from tests.protocol.test_caches import PERSPECTIVE, Pond, open_pair, relay, show
-from tether._caches import CacheMessages, Outbox, RemoteFuture, notify_stopped
+from tether._caches import CacheHolder, CacheMessages, RemoteFuture, notify_stopped
 from tether.errors import DeadReferenceError
 from tether.protocol import CacheMessage, Connection
 
 
-class Holder:
-    """What a Peer or client gives its Outbox: a lock, a connection, pending futures."""
+class Holder(CacheHolder):
+    """A Peer or client, reduced to what its Outbox uses: a lock, a connection, pending
+    futures, a loop; it counts the notices the Outbox asks for instead of making them."""
 
     def __init__(self, connection: Connection, loop: asyncio.AbstractEventLoop | None) -> None:
-        self.guard = threading.RLock()
+        self._guard = self.guard = threading.RLock()
         self.connection = connection
-        self.pending: dict[str, Any] = {}
+        self._pending = self.pending = {}
         self.loop = loop
         self.dead: str | None = None
         self.after = 0
-        self.outbox = Outbox(
-            self.guard,
-            lambda: self.connection,
-            lambda: self.pending,
-            lambda: None,
-            lambda: self.loop,
-            lambda: self.dead,
-            self.count_after,
-        )
+        self._start_caches()
+        self.outbox = self._outbox
 
-    def count_after(self) -> None:
+    def _flush_from_any_thread_locked(self) -> None:
+        pass  # the tests relay frames themselves
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop | None:
+        return self.loop
+
+    def _dead(self) -> str | None:
+        return self.dead
+
+    def _notify_stopped(self) -> None:
         self.after += 1
 
 

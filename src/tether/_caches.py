@@ -20,10 +20,11 @@ from typing import Any
 
 from tether._pool import on_loop
 from tether.errors import DeadReferenceError, SerializationError
-from tether.protocol import CacheMessage, Connection
+from tether.protocol import CacheMessage, Connection, State
 from tether.protocol.caches import Observer, Stopped
 
 __all__ = [
+    "CacheHolder",
     "CacheMessages",
     "Outbox",
     "RemoteFuture",
@@ -92,6 +93,79 @@ class CacheMessages:
 Queued = tuple[Observer, str, tuple[object, ...], dict[str, object], RemoteFuture]
 
 
+class CacheHolder:
+    """What the server's ``Peer`` and the client's ``AsyncClient`` share as holders of
+    one connection's Cacheables: observers send through :meth:`observe`; the mirrors'
+    ``observe_*`` methods run in order on the loop and are answered on the connection
+    they came from; releases and ``stopped_observing`` notices go out from the loop.
+
+    A subclass has ``_guard``, ``connection`` and ``_pending``, says how to flush from
+    any thread and which loop it runs on, calls :meth:`_start_caches` once and
+    :meth:`_hold` for each new connection.
+    """
+
+    _guard: threading.RLock
+    connection: Connection
+    _pending: dict[str, Any]
+    _flush_from_any_thread_locked: Callable[[], None]
+    """Sends what the connection queued, from any thread, under the lock."""
+    _event_loop: Callable[[], asyncio.AbstractEventLoop | None]
+    """The loop this holder runs on (None when it is not running)."""
+
+    def _dead(self) -> str | None:
+        """Why nothing can be sent now, or None (a closed connection refuses by itself)."""
+        return None
+
+    def _start_caches(self) -> None:
+        self._outbox = Outbox(self)
+
+    def _hold(self, connection: Connection) -> None:
+        """Wires a new connection's Cacheable tables to this holder."""
+        connection.caches.link = self
+        connection.caches.on_release = functools.partial(self._mirror_released, connection)
+        # observe_* methods of this connection's mirrors, answered on this connection only
+        self._observed = CacheMessages(functools.partial(self._answer_cache_message, connection))
+
+    def observe(
+        self, observer: Observer, method: str, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> RemoteFuture:
+        """``observer.call_remote`` (see :class:`Outbox`)."""
+        return self._outbox.observe(observer, method, args, kwargs)
+
+    def _answer_cache_message(
+        self, connection: Connection, message_id: str, result: object, error: BaseException | None
+    ) -> None:
+        with self._guard:
+            if connection is not self.connection or connection.state is not State.OPEN:
+                return
+            failures = self._outbox.send_locked()  # call_remote's queue first: see Outbox
+            answer_locked(connection, message_id, result, error)
+            self._flush_from_any_thread_locked()
+        deliver(failures)
+        self._notify_stopped()
+
+    def _mirror_released(self, connection: Connection) -> None:
+        """A mirror was collected or closed (any thread, maybe inside garbage
+        collection): send its DECACHE from the loop."""
+        loop = self._event_loop()
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: moot
+                loop.call_soon_threadsafe(self._flush_released, connection)
+
+    def _flush_released(self, connection: Connection) -> None:
+        with self._guard:
+            if connection is self.connection and connection.state is State.OPEN:
+                connection.caches.flush_released()
+                self._flush_from_any_thread_locked()
+
+    def _notify_stopped(self) -> None:
+        """Makes the ``stopped_observing`` calls owed, outside the lock."""
+        if self.connection.caches.stopped:
+            with self._guard:
+                stopped = self.connection.caches.take_stopped()
+            notify_stopped(stopped)
+
+
 class Outbox:
     """``observer.call_remote``'s messages for one connection holder (the server's Peer,
     the client), sent by whichever thread holds its lock next, never by waiting for it:
@@ -101,33 +175,12 @@ class Outbox:
     later writes on the same connection sends the queue first (:meth:`send_locked`), so
     its own order holds.
 
-    Args:
-        guard: the holder's lock over its connection.
-        connection, pending: the holder's current connection and its futures by call id.
-        flush_locked: sends what the connection queued, from any thread, under the lock.
-        loop: the holder's event loop (None when it is not running).
-        dead: why nothing can be sent now, or None.
-        after: called on the loop after queued messages went out (owed notices).
     """
 
-    def __init__(
-        self,
-        guard: threading.RLock,
-        connection: Callable[[], Connection],
-        pending: Callable[[], dict[str, Any]],
-        flush_locked: Callable[[], None],
-        loop: Callable[[], asyncio.AbstractEventLoop | None],
-        dead: Callable[[], str | None],
-        after: Callable[[], None],
-    ) -> None:
+    def __init__(self, holder: CacheHolder) -> None:
         self.queue: collections.deque[Queued] = collections.deque()
-        self._guard = guard
-        self._connection = connection
-        self._pending = pending
-        self._flush_locked = flush_locked
-        self._loop = loop
-        self._dead = dead
-        self._after = after
+        self._holder = holder
+        self._guard = holder._guard
 
     def observe(
         self, observer: Observer, method: str, args: tuple[object, ...], kwargs: dict[str, object]
@@ -142,7 +195,7 @@ class Outbox:
             return future
         failures: list[tuple[RemoteFuture, BaseException]] = []
         try:
-            connection, dead = self._connection(), self._dead()
+            connection, dead = self._holder.connection, self._holder._dead()
             if dead is not None:
                 failures = [(future, DeadReferenceError(dead))]
             elif connection.writing:  # from a hook of this connection's own message
@@ -153,12 +206,12 @@ class Outbox:
             else:
                 self.queue.append(item)
                 failures = self.send_locked()
-                self._flush_locked()
+                self._holder._flush_from_any_thread_locked()
         finally:
             self._guard.release()
         deliver(failures)
-        if self._connection().caches.stopped:  # not on this thread: it may hold user locks
-            self.call_soon(self._after)
+        if self._holder.connection.caches.stopped:  # not here: this thread may hold user locks
+            self.call_soon(self._holder._notify_stopped)
         return future
 
     def send_locked(self) -> list[tuple[RemoteFuture, BaseException]]:
@@ -168,7 +221,7 @@ class Outbox:
         queue = self.queue
         if not queue:
             return failures
-        connection, pending = self._connection(), self._pending()
+        connection, pending = self._holder.connection, self._holder._pending
         while queue:
             observer, method, args, kwargs, future = queue.popleft()
             try:
@@ -182,19 +235,19 @@ class Outbox:
     def send_queued(self) -> None:
         """On the loop: sends what :meth:`observe` queued while another thread wrote."""
         with self._guard:
-            dead = self._dead()
+            dead = self._holder._dead()
             failures = [] if dead is not None else self.send_locked()
             if dead is None:
-                self._flush_locked()
+                self._holder._flush_from_any_thread_locked()
         if dead is not None:
             self.fail_all(DeadReferenceError(dead))
         deliver(failures)
-        self._after()
+        self._holder._notify_stopped()
 
     def call_soon(self, callback: Callable[[], object]) -> None:
         """Runs ``callback`` on the loop soon (from any thread); without a running loop,
         what is queued fails."""
-        loop = self._loop()
+        loop = self._holder._event_loop()
         if loop is not None and not loop.is_closed():
             if on_loop(loop):
                 loop.call_soon(callback)

@@ -17,18 +17,11 @@ from urllib.parse import urlsplit
 
 import websockets
 
-from tether._caches import (
-    CacheMessages,
-    Outbox,
-    RemoteFuture,
-    answer_locked,
-    deliver,
-    notify_stopped,
-)
+from tether._caches import CacheHolder, RemoteFuture, deliver, notify_stopped
 from tether._pool import on_loop
 from tether.client.deadlines import Deadlines
 from tether.client.local import LocalCalls
-from tether.client.reconnect import keep_alive, reconnect_forever
+from tether.client.reconnect import keep_alive, start_reconnecting
 from tether.client.subscriptions import Subscriptions
 from tether.client.urls import TCP_SCHEME, http_origin, websocket_url
 from tether.client.waiter import AnyFuture, Waiter
@@ -66,7 +59,6 @@ from tether.protocol import (
     State,
     session_id,
 )
-from tether.protocol.caches import Observer
 from tether.transports.tcp import FramedStream, open_tcp
 from tether.transports.websocket import WebSocket, open_websocket
 
@@ -75,7 +67,7 @@ __all__ = ["AsyncClient", "Waiter", "websocket_url"]
 log = logging.getLogger("tether.client")
 
 
-class AsyncClient:
+class AsyncClient(CacheHolder):
     """A connection to a Tether server.
 
     Args:
@@ -159,15 +151,7 @@ class AsyncClient:
         self._epoch = 0  # which transport is current (a late loss of an old one is moot)
         self._reconnecting: asyncio.Task[bool] | None = None
         self.subscriptions = Subscriptions(self._subscription_ended)
-        self._outbox = Outbox(
-            self._guard,
-            lambda: self.connection,
-            lambda: self._pending,
-            self._flush_from_any_thread_locked,
-            lambda: self._loop,
-            lambda: None if self._closed_reason is None else "the connection of this mirror closed",
-            self._notify_stopped,
-        )
+        self._start_caches()
         self.local = LocalCalls(self, threads)
 
     # -- lifetime -----------------------------------------------------------------------
@@ -194,10 +178,7 @@ class AsyncClient:
             capabilities=self.wire,
             unjellyables=self.unjellyables,
         )
-        connection.caches.link = self
-        connection.caches.on_release = functools.partial(self._mirror_released, connection)
-        # observe_* methods of this connection's mirrors, answered on this connection only
-        self._observed = CacheMessages(functools.partial(self._answer_cache_message, connection))
+        self._hold(connection)
         return connection
 
     async def connect(self) -> AsyncClient:
@@ -264,13 +245,6 @@ class AsyncClient:
     def _lost_transport(self, epoch: int, reason: str) -> None:
         if epoch == self._epoch:
             self._lost(reason)
-
-    def _resubscribe(self) -> None:
-        """The server forgot this connection's subscriptions with the old one: renew them."""
-        for cap in self.subscriptions.renewals():
-            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-            future.add_done_callback(_log_renewal_failure)
-            self.start_call(SUBSCRIBE, (cap,), {}, future)
 
     async def wait_online(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Waits until connected (after a drop, until reconnected); False on timeout."""
@@ -464,14 +438,13 @@ class AsyncClient:
             return
         self.subscriptions.apply(push)
 
-    # -- Cacheables ---------------------------------------------------------------------
+    # -- Cacheables (the rest is CacheHolder's) ------------------------------------------
 
-    def observe(
-        self, observer: Observer, method: str, args: tuple[object, ...], kwargs: dict[str, object]
-    ) -> RemoteFuture:
-        """``observer.call_remote`` for a Cacheable this client sent (see
-        :class:`~tether._caches.Outbox`)."""
-        return self._outbox.observe(observer, method, args, kwargs)
+    def _event_loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def _dead(self) -> str | None:
+        return None if self._closed_reason is None else "the connection of this mirror closed"
 
     def _flush_from_any_thread_locked(self) -> None:
         loop = self._loop
@@ -483,37 +456,6 @@ class AsyncClient:
     def _flush_now(self) -> None:
         with self._guard:
             self._flush_locked()
-
-    def _answer_cache_message(
-        self, connection: Connection, message_id: str, result: object, error: BaseException | None
-    ) -> None:
-        with self._guard:
-            if connection is not self.connection or connection.state is not State.OPEN:
-                return
-            answer_locked(self.connection, message_id, result, error)
-            self._flush_locked()
-        self._notify_stopped()
-
-    def _mirror_released(self, connection: Connection) -> None:
-        """A mirror was collected or closed (any thread, maybe inside garbage
-        collection): send its DECACHE from the loop."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: moot
-                loop.call_soon_threadsafe(self._flush_released, connection)
-
-    def _flush_released(self, connection: Connection) -> None:
-        with self._guard:
-            if connection is self.connection and connection.state is State.OPEN:
-                connection.caches.flush_released()
-                self._flush_locked()
-
-    def _notify_stopped(self) -> None:
-        """Makes the ``stopped_observing`` calls owed, outside the lock."""
-        if self.connection.caches.stopped:
-            with self._guard:
-                stopped = self.connection.caches.take_stopped()
-            notify_stopped(stopped)
 
     # -- frames -------------------------------------------------------------------------
 
@@ -631,34 +573,7 @@ class AsyncClient:
                 )
         if was_open and self.reconnect and not self._closing and self._reconnecting is None:
             log.warning("lost the connection to %s (%s): reconnecting", self.url, reason)
-            self._start_reconnecting()
-
-    def _reconnected(self, task: asyncio.Task[bool]) -> None:
-        if self._reconnecting is not task:
-            return
-        self._reconnecting = None
-        if task.cancelled():
-            return
-        if task.exception() is not None:
-            log.error("reconnecting stopped", exc_info=task.exception())
-            return
-        if not task.result():
-            return  # closed, or the server refused this client
-        if self.connected:
-            self._resubscribe()
-        elif not self._closing:  # lost again at once: go on
-            self._start_reconnecting()
-
-    def _start_reconnecting(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            self._reconnecting = loop.create_task(reconnect_forever(self))
-            self._reconnecting.add_done_callback(self._reconnected)
-
-
-def _log_renewal_failure(future: asyncio.Future[object]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("renewing a live-update subscription failed: %s", future.exception())
+            start_reconnecting(self)
 
 
 def _ignore(future: asyncio.Future[object]) -> None:

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 from tether.errors import AppOfflineError, PermissionDenied
 from tether.errors import TimeoutError as CallTimeoutError
-from tether.protocol import ECHO
+from tether.protocol import ECHO, SUBSCRIBE
 
 if TYPE_CHECKING:
     from tether.client.aio import AsyncClient
 
-__all__ = ["keep_alive", "reconnect_forever"]
+__all__ = ["keep_alive", "reconnect_forever", "start_reconnecting"]
 
 log = logging.getLogger("tether.client")
 
@@ -68,3 +68,37 @@ async def reconnect_forever(client: AsyncClient) -> bool:
         log.info("reconnected to %s after %d attempt(s)", client.url, attempt)
         return True
     return False
+
+
+def start_reconnecting(client: AsyncClient) -> None:
+    """Starts :func:`reconnect_forever` for ``client`` (on its loop), and when it is back,
+    renews its subscriptions (the server forgot them with the old connection)."""
+    loop = client._loop
+    if loop is not None and not loop.is_closed():
+        client._reconnecting = loop.create_task(reconnect_forever(client))
+        client._reconnecting.add_done_callback(lambda task: _reconnected(client, task))
+
+
+def _reconnected(client: AsyncClient, task: asyncio.Task[bool]) -> None:
+    if client._reconnecting is not task:
+        return
+    client._reconnecting = None
+    if task.cancelled():
+        return
+    if task.exception() is not None:
+        log.error("reconnecting stopped", exc_info=task.exception())
+        return
+    if not task.result():
+        return  # closed, or the server refused this client
+    if client.connected:
+        for cap in client.subscriptions.renewals():
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_log_renewal_failure)
+            client.start_call(SUBSCRIBE, (cap,), {}, future)
+    elif not client._closing:  # lost again at once: go on
+        start_reconnecting(client)
+
+
+def _log_renewal_failure(future: asyncio.Future[object]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("renewing a live-update subscription failed: %s", future.exception())

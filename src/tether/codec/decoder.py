@@ -16,7 +16,7 @@ from tether.codec import _accel
 from tether.codec.flavors import Unjellyables
 from tether.codec.limits import Limits
 from tether.codec.media import Media
-from tether.codec.paths import format_path
+from tether.codec.paths import format_path, short
 from tether.codec.registry import DisabledGlobalData, GlobalData, PortableClass, PortableRegistry
 from tether.errors import InsecureJelly, SerializationError
 
@@ -119,7 +119,7 @@ def decode_values(
         path = entry.get("path")
         kinds = entry.get("type")
         if type(path) is not list or not path or len(path) > max_depth:
-            raise SerializationError(f"objects entry has a bad path: {_short(path)}")
+            raise SerializationError(f"objects entry has a bad path: {short(path)}")
         if type(kinds) is not list:
             raise SerializationError(f"objects entry has a bad type at {format_path(path)}")
         root = path[0]
@@ -165,7 +165,7 @@ def decode_values(
         elif kind == "Float":
             text = entry.get("value")
             if type(text) is not str or text not in _FLOATS:
-                raise SerializationError(f"bad Float value {_short(text)} at {format_path(path)}")
+                raise SerializationError(f"bad Float value {short(text)} at {format_path(path)}")
             value = _FLOATS[text]
         elif kind == "DateTime":
             value = _parse(dt.datetime.fromisoformat, entry.get("value"), "DateTime", path)
@@ -184,7 +184,7 @@ def decode_values(
         elif kind is not None and extra is not None and kind in extra:
             value = extra[kind](entry, format_path(path))
         else:
-            raise SerializationError(f"unknown object type {_short(kinds)} at {format_path(path)}")
+            raise SerializationError(f"unknown object type {short(kinds)} at {format_path(path)}")
         if type(node) is dict:
             node[key] = value
         else:  # _step walks only through dicts and lists, with int keys into lists
@@ -222,7 +222,7 @@ def _portable(
     portable = by_name.get(name) if type(name) is str else None
     if portable is None:
         raise InsecureJelly(
-            f"no portable class named {_short(name)} is registered here (at {format_path(path)})"
+            f"no portable class named {short(name)} is registered here (at {format_path(path)})"
         )
     return portable
 
@@ -254,7 +254,7 @@ def _build_run(
     for i in items:
         if type(i) is not int or not 0 <= i < size:
             raise SerializationError(
-                f"bad index {_short(i)} in the run of objects at {format_path(path)}"
+                f"bad index {short(i)} in the run of objects at {format_path(path)}"
             )
         data = node[i]
         if default and type(data) is dict:
@@ -294,11 +294,6 @@ def _step(node: object, key: object, path: list[object]) -> object:
     raise SerializationError(f"objects entry points nowhere: {format_path(path)}")
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _global_data(value: object) -> GlobalData:
     if value is None:
         return GlobalData()
@@ -309,7 +304,7 @@ def _global_data(value: object) -> GlobalData:
         legacy: object = None
         for key, data in zip(value[::2], value[1::2], strict=True):
             if type(key) is not str:
-                raise SerializationError(f"vt_global keys must be strings, got {_short(key)}")
+                raise SerializationError(f"vt_global keys must be strings, got {short(key)}")
             if key == ":GLOBAL":
                 legacy = data
         return GlobalData(legacy if type(legacy) is dict else {})
@@ -360,7 +355,7 @@ def _long(text: object, limits: Limits, path: list[object]) -> int:
         )
     body = text[1:] if text.startswith("-") else text
     if not (body.isdigit() and body.isascii()):
-        raise SerializationError(f"bad Long value {_short(text)} at {format_path(path)}")
+        raise SerializationError(f"bad Long value {short(text)} at {format_path(path)}")
     return int(text)
 
 

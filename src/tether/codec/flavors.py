@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tether.codec.paths import format_path
+from tether.codec.paths import format_path, short
 from tether.errors import InsecureJelly, SerializationError
 
 __all__ = [
@@ -172,10 +172,8 @@ class Unjellyables:
         """
         found = self.by_name.get(name) if type(name) is str else None
         if found is None:
-            text = repr(name)
-            text = text if len(text) <= 80 else text[:77] + "..."
             raise InsecureJelly(
-                f"class {text} is not allowed here (at {format_path(path)}):"
+                f"class {short(name)} is not allowed here (at {format_path(path)}):"
                 " the receiver allows it with tether.pb.set_unjellyable_for_class"
             )
         return found

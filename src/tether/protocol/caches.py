@@ -39,9 +39,14 @@ from tether.codec.flavors import (
     new_blank,
     unlink_mirror,
 )
-from tether.codec.paths import format_path
+from tether.codec.paths import format_path, short
 from tether.codec.registry import PortableRegistry
-from tether.errors import RemoteProtocolError, SerializationError
+from tether.errors import (
+    DeadReferenceError,
+    NoServerFunctionError,
+    RemoteProtocolError,
+    SerializationError,
+)
 
 __all__ = ["CACHE_KINDS", "CacheLink", "CacheTables", "Observer"]
 
@@ -282,10 +287,10 @@ class CacheTables:
         cache_id, count = message.get("cache"), message.get("count")
         export = self.exports.get(cache_id) if type(cache_id) is int else None
         if export is None:
-            raise RemoteProtocolError(f"DECACHE of cache id {_short(cache_id)} never given")
+            raise RemoteProtocolError(f"DECACHE of cache id {short(cache_id, 40)} never given")
         if type(count) is not int or not 0 < count <= export.count:
             raise RemoteProtocolError(
-                f"DECACHE of cache id {cache_id} with count {_short(count)}: {export.count}"
+                f"DECACHE of cache id {cache_id} with count {short(count, 40)}: {export.count}"
                 " references are out"
             )
         export.count -= count
@@ -440,7 +445,7 @@ class CacheTables:
         cache_id = message.get("cache")
         imported = self.imports.pop(cache_id, None) if type(cache_id) is int else None
         if imported is None:
-            raise RemoteProtocolError(f"UNCACHE of cache id {_short(cache_id)} never given")
+            raise RemoteProtocolError(f"UNCACHE of cache id {short(cache_id, 40)} never given")
         self._unlink(imported)  # a live mirror here means a broken peer: it stays, stale
 
     def _unlink(self, imported: _Import) -> None:
@@ -451,6 +456,36 @@ class CacheTables:
             self._mirror_ids.pop(id(found[0]), None)
         imported.mirror = None
 
+    def given(self, cache_id: object) -> _Import:
+        """The mirror entry of an id this connection was given.
+
+        Raises:
+            RemoteProtocolError: the id was never given to this connection.
+        """
+        imported = self.imports.get(cache_id) if type(cache_id) is int else None
+        if imported is None:
+            raise RemoteProtocolError(
+                f"CACHE_MESSAGE to cache id {short(cache_id, 40)}, never given to this connection"
+            )
+        return imported
+
+    def method_for(self, cache_id: object, name: str) -> tuple[object, Callable[..., object]]:
+        """The object a ``CACHE_MESSAGE`` runs on (see :meth:`target`) and its method
+        ``name`` (an ``observe_*`` name), looked up on the class only.
+
+        Raises:
+            RemoteProtocolError: the id was never given to this connection.
+            DeadReferenceError: there is no state to run it on.
+            NoServerFunctionError: the mirror's class has no such method.
+        """
+        target = self.target(cache_id)
+        if target is None:
+            raise DeadReferenceError("that mirror could not be built here")
+        method = getattr(type(target), name, None)
+        if not callable(method):
+            raise NoServerFunctionError(f"{type(target).__name__} has no method {name!r}")
+        return target, method
+
     def target(self, cache_id: object) -> object | None:
         """The object a ``CACHE_MESSAGE`` for ``cache_id`` runs on: the live mirror, or
         one made for the message on the kept state (the mirror was just released, but a
@@ -459,11 +494,7 @@ class CacheTables:
         Raises:
             RemoteProtocolError: the id was never given to this connection.
         """
-        imported = self.imports.get(cache_id) if type(cache_id) is int else None
-        if imported is None:
-            raise RemoteProtocolError(
-                f"CACHE_MESSAGE to cache id {_short(cache_id)}, never given to this connection"
-            )
+        imported = self.given(cache_id)
         mirror = imported.live()
         if mirror is not None or imported.cls is None or imported.state is None:
             return mirror
@@ -492,8 +523,3 @@ class CacheTables:
         """The ``stopped_observing`` calls owed, once each."""
         stopped, self.stopped = self.stopped, []
         return stopped
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

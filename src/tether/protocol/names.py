@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 
 __all__ = [
     "ECHO",
     "FRAME_SLACK",
     "INVALIDATE",
+    "MAX_ID_LENGTH",
+    "OBSERVE",
     "PRIVATE",
     "PROTOCOL_VERSION",
     "RESET_SESSION",
@@ -17,6 +20,8 @@ __all__ = [
     "TASK",
     "UNSUBSCRIBE",
     "Frame",
+    "Role",
+    "State",
     "session_id",
 ]
 
@@ -50,3 +55,21 @@ def session_id(token: str) -> str:
     """The public id of the session a token opens (``get_session_id()``): a hash, so
     showing the id never gives away the token."""
     return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+MAX_ID_LENGTH = 128
+"""Longest call id, and longest observe_* method name, a peer may send."""
+OBSERVE = "observe_"
+"""The prefix of the only methods a ``CACHE_MESSAGE`` can reach on a mirror."""
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class State(enum.Enum):
+    NEW = "new"  # client: hello not sent yet; server: waiting for the hello
+    AUTHENTICATING = "authenticating"  # hello sent (client) or received (server), no answer yet
+    OPEN = "open"
+    CLOSED = "closed"

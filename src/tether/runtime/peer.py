@@ -8,7 +8,6 @@ registered the function) and writes frames out in order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hmac
 import logging
@@ -17,22 +16,13 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable
 
-from tether._caches import (
-    CacheMessages,
-    Outbox,
-    RemoteFuture,
-    answer_locked,
-    deliver,
-    notify_stopped,
-)
+from tether._caches import CacheHolder, RemoteFuture, deliver, notify_stopped
 from tether._pool import on_loop
-from tether.codec.capability import Capability, apply_updates, collect_updates
+from tether.codec.capability import apply_updates, collect_updates
 from tether.codec.capability_wire import CapabilitySession, SigningWire
 from tether.context import CallContext, CallState, ClientInfo, Location, Perspective, StackFrame
 from tether.errors import (
-    BackgroundTaskError,
     DeadReferenceError,
-    PermissionDenied,
     SerializationError,
     SessionExpiredError,
     TetherError,
@@ -40,13 +30,8 @@ from tether.errors import (
 )
 from tether.functions import ServerFunction, missing_function
 from tether.protocol import (
-    INVALIDATE,
-    PRIVATE,
-    RESET_SESSION,
     SESSION_PUSH,
     SUBPROTOCOL,
-    SUBSCRIBE,
-    UNSUBSCRIBE,
     CacheMessage,
     Call,
     Connection,
@@ -58,9 +43,8 @@ from tether.protocol import (
     Response,
     Role,
 )
-from tether.protocol.caches import Observer
-from tether.protocol.names import TASK
-from tether.runtime.dispatcher import Dispatcher, _report, invalidate_session
+from tether.runtime.builtins import answer_builtin, is_builtin
+from tether.runtime.dispatcher import Dispatcher, _report
 from tether.runtime.sessions import CallSession, SessionSlot
 from tether.runtime.updates import hub
 
@@ -73,16 +57,11 @@ Write = Callable[[Frame], None]
 AnyFuture = asyncio.Future[object] | RemoteFuture
 Settle = tuple[AnyFuture, Response | Failure]
 
-ANVIL_INVALIDATE = "anvil.private.invalidate_client_objects"  # what anvil-uplink calls
-ANVIL_ORIGINS = {  # anvil.server.get_app_origin() / get_api_origin() in anvil-uplink
-    "anvil.private.get_app_origin": "",
-    "anvil.private.get_api_origin": "/_/api",
-}
 MAX_TOKEN = 256
 """Longest session token read from a hello (Tether's are 43 characters)."""
 
 
-class Peer:
+class Peer(CacheHolder):
     """One connected peer (a Python client, an uplink script or a browser).
 
     Frames go out through ``send`` (a coroutine: the ASGI WebSocket) or ``write`` (a
@@ -124,24 +103,13 @@ class Peer:
             capabilities=self.wire,
             unjellyables=dispatcher.unjellyables,
         )
-        caches = self.connection.caches
-        caches.enabled = dialect == "tether"
-        caches.link = self
-        caches.on_release = self._mirror_released
-        self._observed = CacheMessages(self._answer_cache_message)
+        self.connection.caches.enabled = dialect == "tether"
+        self._hold(self.connection)
         self._send = send
         self._write = write
         self._lock = asyncio.Lock()
         self._guard = threading.RLock()  # re-entered only to refuse (call_remote in a hook)
-        self._outbox = Outbox(
-            self._guard,
-            lambda: self.connection,
-            lambda: self._pending,
-            self._flush_from_any_thread_locked,
-            lambda: self.dispatcher.loop,
-            lambda: None,  # a closed connection refuses by itself
-            self._notify_stopped,
-        )
+        self._start_caches()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.client_ip = client_ip
@@ -385,11 +353,7 @@ class Peer:
     def _start_call_locked(self, call: Call) -> None:
         assert self.context is not None
         assert self.slot is not None
-        if (
-            call.command.startswith(PRIVATE)
-            or call.command == ANVIL_INVALIDATE
-            or call.command in ANVIL_ORIGINS
-        ):
+        if is_builtin(call.command):
             self._builtin_locked(call)
             return
         dispatcher = self.dispatcher
@@ -475,72 +439,13 @@ class Peer:
         self._notify_stopped()
 
     def _builtin_locked(self, call: Call) -> None:
-        """Tether's own requests: live-update subscriptions, invalidation, a new session."""
-        result: object = None
+        """Tether's own requests (see :mod:`tether.runtime.builtins`)."""
         try:
-            if call.command == SUBSCRIBE:
-                cap = call.args[0] if len(call.args) == 1 and not call.kwargs else None
-                if type(cap) is not Capability:
-                    raise PermissionDenied("subscribe needs one Capability")
-                if not cap.is_valid:
-                    raise PermissionDenied(f"capability {cap.scope!r} has been invalidated")
-                if self.dialect != "tether":
-                    raise PermissionDenied("live updates need a Tether client (/_/ws or TCP)")
-                hub.subscribe(self, cap._key)
-            elif call.command == UNSUBSCRIBE:
-                key = call.args[0] if len(call.args) == 1 else None
-                if type(key) is not str:
-                    raise SerializationError("unsubscribe needs the scope key")
-                hub.unsubscribe(self, key)
-            elif call.command in ANVIL_ORIGINS:
-                origin = self.dispatcher.options.origin or self.origin
-                if origin is None:
-                    raise RuntimeError("the app's origin is not known here: set --origin")
-                result = origin + ANVIL_ORIGINS[call.command]
-            elif call.command in (INVALIDATE, ANVIL_INVALIDATE):
-                invalidate_session(self.cap_session)
-            elif call.command == TASK:
-                result = self._task_locked(call.args)
-            elif call.command == RESET_SESSION and self.slot is not None:
-                on_reset, self.slot.on_reset = self.slot.on_reset, None
-                try:
-                    self.slot.reset()
-                finally:
-                    self.slot.on_reset = on_reset
-                self._bind_session(self.slot)
-                result = None if self.browser else self.slot.token
-            else:
-                raise missing_function(call.command)
-            self.connection.send_response(call.id, result)
+            self.connection.send_response(call.id, answer_builtin(self, call))
         except Exception as exc:  # refused, or an answer that cannot be sent
             self._reply_error_locked(call, exc)
             return
         self._schedule_flush_locked()
-
-    def _task_locked(self, args: list[object]) -> object:
-        """``TASK(op, ...)``: a question about tasks, or a task's process reporting."""
-        if not args or type(args[0]) is not str:
-            raise BackgroundTaskError("a background task request needs an operation")
-        op, rest = args[0], args[1:]
-        tasks = self.dispatcher.tasks
-        if op in ("started", "report", "finished"):
-            if self.task_id is None or not rest or rest[0] != self.task_id:
-                raise PermissionDenied("only a task's own process reports on it")
-            if op == "started":
-                return tasks.started(self.task_id)
-            if op == "report" and len(rest) == 2:
-                tasks.report_state(self.task_id, rest[1])
-                return None
-            if op == "finished" and len(rest) == 4 and rest[1] in ("completed", "failed"):
-                tasks.finished(self.task_id, str(rest[1]), rest[2], rest[3])
-                return None
-            raise BackgroundTaskError(f"bad background task report {op!r}")
-        if op == "publish":
-            if not self.trusted or len(rest) != 2 or type(rest[0]) is not str:
-                raise PermissionDenied("only trusted peers publish updates by scope")
-            hub.publish(rest[0], rest[1])
-            return None
-        return tasks.ask(op, tuple(rest), trusted=self.trusted)
 
     def _reply_error_locked(self, call: Call, error: BaseException) -> None:
         if isinstance(error, TetherError) or type(error) in self.dispatcher.registry.by_class:
@@ -625,13 +530,10 @@ class Peer:
         if not self.closed:
             self._schedule_flush_locked()
 
-    # -- Cacheables ---------------------------------------------------------------------
+    # -- Cacheables (the rest is CacheHolder's) ------------------------------------------
 
-    def observe(
-        self, observer: Observer, method: str, args: tuple[object, ...], kwargs: dict[str, object]
-    ) -> RemoteFuture:
-        """``observer.call_remote`` (see :class:`~tether._caches.Outbox`)."""
-        return self._outbox.observe(observer, method, args, kwargs)
+    def _event_loop(self) -> asyncio.AbstractEventLoop | None:
+        return self.dispatcher.loop
 
     def _flush_from_any_thread_locked(self) -> None:
         loop = self.dispatcher.loop
@@ -641,40 +543,6 @@ class Peer:
             self._schedule_flush_locked()
         elif loop is not None:
             loop.call_soon_threadsafe(self.flush_soon)
-
-    def _answer_cache_message(
-        self, message_id: str, result: object, error: BaseException | None
-    ) -> None:
-        with self._guard:
-            if self.closed:
-                return
-            failures = self._outbox.send_locked()  # call_remote's queue first: see Outbox
-            answer_locked(self.connection, message_id, result, error)
-            self._schedule_flush_locked()
-        deliver(failures)
-        self._notify_stopped()
-
-    def _mirror_released(self) -> None:
-        """A mirror of a client's Cacheable was collected or closed (any thread, maybe
-        inside garbage collection): release it from the loop."""
-        loop = self.dispatcher.loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: moot
-                loop.call_soon_threadsafe(self._flush_released)
-
-    def _flush_released(self) -> None:
-        with self._guard:
-            if self.closed:
-                return
-            self.connection.caches.flush_released()
-            self._schedule_flush_locked()
-
-    def _notify_stopped(self) -> None:
-        """Makes the ``stopped_observing`` calls owed, outside the lock."""
-        if self.connection.caches.stopped:
-            with self._guard:
-                stopped = self.connection.caches.take_stopped()
-            notify_stopped(stopped)
 
     # -- end ----------------------------------------------------------------------------
 
