@@ -16,9 +16,17 @@ import queue
 import threading
 from collections.abc import Callable
 
-__all__ = ["CallPool", "Done", "on_loop"]
+__all__ = ["CallPool", "Done", "Job", "answer", "call_in", "on_loop"]
 
 Done = Callable[[object, BaseException | None], None]
+Job = tuple[
+    contextvars.Context,
+    Callable[..., object],
+    tuple[object, ...] | list[object],
+    dict[str, object],
+    Done,
+]
+"""A sync call to run on the thread that has it: context, function, arguments, ``done``."""
 _Job = tuple[
     contextvars.Context, Callable[..., object], tuple[object, ...], dict[str, object], Done, bool
 ]
@@ -32,6 +40,27 @@ def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+def call_in(
+    context: contextvars.Context,
+    fn: Callable[..., object],
+    args: tuple[object, ...] | list[object],
+    kwargs: dict[str, object],
+) -> tuple[object, BaseException | None]:
+    """``fn(*args, **kwargs)`` in ``context``: its result, or what it raised."""
+    try:
+        return context.run(fn, *args, **kwargs), None
+    except BaseException as exc:
+        return None, exc
+
+
+def answer(done: Done, result: object, error: BaseException | None) -> None:
+    """Calls ``done``, logging what it raises (it must not end the thread)."""
+    try:
+        done(result, error)
+    except Exception:
+        log.exception("answering a call failed")
 
 
 class CallPool:
@@ -84,23 +113,16 @@ class CallPool:
             if job is None:
                 return
             context, fn, args, kwargs, done, in_thread = job
-            result: object = None
-            error: BaseException | None = None
-            try:
-                result = context.run(fn, *args, **kwargs)
-            except BaseException as exc:
-                error = exc
+            result, error = call_in(context, fn, args, kwargs)
             if in_thread:
-                try:
-                    done(result, error)
-                except Exception:  # done must not kill the worker
-                    log.exception("answering a call failed")
+                answer(done, result, error)
             else:
                 try:
                     call_soon(done, result, error)
                 except RuntimeError:  # the loop is closed: nobody is waiting
                     return
-            del job, context, fn, args, kwargs, done, result, error
+            del result, error
+            del job, context, fn, args, kwargs, done
             with self._lock:
                 self._idle += 1
 

@@ -288,6 +288,7 @@ def create_app(
     handshake_timeout: float = 10.0,
     tcp_port: int | None = None,
     tcp_host: str = "127.0.0.1",
+    tcp_threads: int = 64,
     secret: bytes | str | None = None,
     data_dir: str | None = None,
     store: str | None = None,
@@ -314,6 +315,8 @@ def create_app(
         tcp_port: also listen for Python clients on this raw TCP port
             (``tether://HOST:PORT``; 0 picks a free one), started with the ASGI lifespan.
         tcp_host: the interface of the TCP port.
+        tcp_threads: TCP connections read by a thread of their own that runs their sync
+            calls itself (the loop reads the rest); 0 for none.
         secret: the secret that signs capabilities (16 bytes or more). None reads
             ``TETHER_SECRET``, else the store's (made once and kept there).
         data_dir: the folder where the server keeps its files: the default store is
@@ -351,6 +354,7 @@ def create_app(
         handshake_timeout=handshake_timeout,
         tcp_host=tcp_host,
         tcp_port=tcp_port,
+        tcp_threads=tcp_threads,
         secret=secret,
         data_dir=data_dir,
         store=store,

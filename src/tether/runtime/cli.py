@@ -32,6 +32,13 @@ def main() -> None:
     default=None,
     help="Also serve Python clients on this raw TCP port (tether://HOST:PORT).",
 )
+@click.option(
+    "--tcp-threads",
+    default=64,
+    show_default=True,
+    type=int,
+    help="TCP connections read by a thread of their own that runs their sync calls.",
+)
 @click.option("--uplink-key", envvar="TETHER_UPLINK_KEY", help="Key that makes a client trusted.")
 @click.option("--client-key", envvar="TETHER_CLIENT_KEY", help="Key for untrusted clients.")
 @click.option("--dev", is_flag=True, help="Send tracebacks with errors (never in production).")
@@ -119,6 +126,7 @@ def serve(
     host: str,
     port: int,
     tcp_port: int | None,
+    tcp_threads: int,
     uplink_key: str | None,
     client_key: str | None,
     dev: bool,
@@ -171,6 +179,7 @@ def serve(
             allowed_origins=allow_origin,
             tcp_host=host,
             tcp_port=tcp_port,
+            tcp_threads=tcp_threads,
             data_dir=data_dir or str(default_data_dir(app)),
             store=store,
             session_timeout=session_timeout,

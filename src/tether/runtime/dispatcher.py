@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tether._pool import CallPool, Done, on_loop
+from tether._pool import CallPool, Done, Job, on_loop
 from tether.codec import Limits, PortableRegistry, copy_values, portable_registry
 from tether.codec.capability import Capability, apply_updates, collect_updates, set_publisher
 from tether.codec.capability_wire import CapabilitySession, LocalWire, Signer
@@ -58,6 +58,9 @@ class ServerOptions:
         environment: the environment name reported with it (``anvil.app.environment.name``).
         tcp_host, tcp_port: where to listen for ``tether://`` clients (raw TCP, Python
             peers only); None for no TCP port, 0 for a free one.
+        tcp_threads: TCP connections that get a reading thread of their own, which runs
+            their sync calls itself (see :mod:`tether.transports.threaded`); the loop
+            reads the others. 0: the loop reads them all.
         secret: signs capabilities (at least 16 bytes); None reads ``TETHER_SECRET``,
             else the store's (made once and kept there).
         data_dir: where the server keeps its files (``tether serve``: ``APP/.tether``);
@@ -87,6 +90,7 @@ class ServerOptions:
     environment: str = "default"
     tcp_host: str = "127.0.0.1"
     tcp_port: int | None = None
+    tcp_threads: int = 64
     secret: bytes | str | None = field(default=None, repr=False)
     data_dir: str | None = None
     store: str | None = None
@@ -247,17 +251,19 @@ class Dispatcher:
         *,
         in_thread: bool = False,
         owns_session: bool = False,
-    ) -> None:
+        inline: bool = False,
+    ) -> Job | None:
         """Starts a local function for a call: async ones as a task, sync ones in the pool.
 
         ``done(result, error)`` runs on the loop when it ends; with ``in_thread``, a sync
         function's ``done`` runs on the worker thread that ran it instead. With
         ``owns_session``, the changes to ``server.session`` are saved before ``done``.
+        With ``inline`` (a sync function, from any thread), nothing starts: the job is
+        returned for this thread to run (see :mod:`tether.transports.threaded`).
 
         Raises:
             PermissionDenied: ``require_user`` refused the call; nothing ran.
         """
-        assert self.loop is not None
         ctx = contextvars.copy_context()
         ctx.run(current_call.set, state)
         if target.require_user is not False:  # it reads the session: in the call's context
@@ -269,13 +275,18 @@ class Dispatcher:
             fn = target.fn
             if session is not None:
                 fn = functools.partial(_saving, target.fn, session, self.sessions)
+            if inline:
+                return ctx, fn, args, kwargs, done
             self.pool.submit(ctx, fn, args, kwargs, done, in_thread=in_thread)
-            return
+            return None
+        assert self.loop is not None
+        assert not inline, "only a sync function runs inline"
         coroutine: Coroutine[object, object, object] = target.fn(*args, **kwargs)  # type: ignore[assignment]
         if session is not None:
             coroutine = _saving_async(coroutine, session, self.sessions)
         task = self.loop.create_task(coroutine, context=ctx)
         task.add_done_callback(functools.partial(_report, done))
+        return None
 
     async def run(
         self, name: str, args: list[object], kwargs: dict[str, object], state: CallState

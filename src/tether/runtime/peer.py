@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 
 from tether._caches import CacheHolder, RemoteFuture, deliver, notify_stopped
-from tether._pool import on_loop
+from tether._pool import Job, on_loop
 from tether.codec.capability import apply_updates, collect_updates
 from tether.codec.capability_wire import CapabilitySession, SigningWire
 from tether.context import CallContext, CallState, ClientInfo, Location, Perspective, StackFrame
@@ -35,6 +35,7 @@ from tether.protocol import (
     CacheMessage,
     Call,
     Connection,
+    Event,
     Failure,
     Frame,
     Hello,
@@ -56,6 +57,8 @@ Send = Callable[[Frame], Awaitable[None]]
 Write = Callable[[Frame], None]
 AnyFuture = asyncio.Future[object] | RemoteFuture
 Settle = tuple[AnyFuture, Response | Failure]
+Later = Callable[[], None]
+"""What a reading thread hands to the loop (see :meth:`Peer.receive_in_thread`)."""
 
 MAX_TOKEN = 256
 """Longest session token read from a hello (Tether's are 43 characters)."""
@@ -122,6 +125,9 @@ class Peer(CacheHolder):
         """Our calls to this peer still running: a call it makes while handling one
         (``originating-call``) runs in that caller's session, for that client."""
         self._resuming: asyncio.Task[None] | None = None
+        self._on_loop = 0
+        """Events a reading thread handed to the loop, not yet acted on: until then the
+        thread runs nothing itself (the loop keeps the order)."""
         self.context: CallContext | None = None
         self.task_id: str | None = None
         """The background task whose process this is, if it is one."""
@@ -159,12 +165,75 @@ class Peer(CacheHolder):
             self._observed.run(message)
         self._notify_stopped()
 
+    def receive_in_thread(self, frame: Frame, *, may_run: bool) -> tuple[Job | None, Later | None]:
+        """:meth:`receive_now` for a connection's own reading thread (see
+        :mod:`tether.transports.threaded`). Returns the call this thread may run itself
+        (``may_run``: the frame is its read's last), or what the loop must do, in order:
+        act on the frame's events or, while it has not done that yet for an earlier
+        frame, receive the frame itself (it may depend on them: a hello, a reply).
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol; close this connection.
+        """
+        job: Job | None = None
+        with self._guard:
+            if self._on_loop:
+                self._on_loop += 1
+                return None, functools.partial(self._receive_later, frame)
+            connection = self.connection
+            connection.receive_frame(frame)
+            events = connection.events_received()
+            if events:
+                call = events[0]
+                target = self._runnable_locked(call) if may_run and len(events) == 1 else None
+                if target is None:
+                    self._on_loop += 1
+                    return None, functools.partial(self._act_later, events)
+                assert type(call) is Call
+                job = self._start_call_locked(call, target)
+            self._write_locked()  # the protocol's own replies (UNCACHE, a refusal)
+        self._notify_stopped()  # a DECACHE may have ended an observation
+        return job, None
+
+    def _act_later(self, events: list[Event]) -> None:
+        """Loop: acts on events that the reading thread handed over."""
+        settle: list[Settle] = []
+        observe: list[CacheMessage] = []
+        with self._guard:
+            self._on_loop -= 1
+            self._act_locked(events, settle, observe)
+            self._write_locked()
+        self._after_frame(settle, observe)
+
+    def _receive_later(self, frame: Frame) -> None:
+        """Loop: receives a frame that the reading thread handed over undecoded."""
+        with self._guard:
+            self._on_loop -= 1
+        self.receive_now(frame)
+
+    def _runnable_locked(self, event: Event) -> ServerFunction | None:
+        """The local sync function a reading thread may run ``event`` with, if it is a
+        plain call: not Tether's own, not forwarded to a peer, not checking the user."""
+        if type(event) is not Call or self.context is None or self.slot is None:
+            return None
+        if self.close_reason is not None or is_builtin(event.command):
+            return None
+        target = self.dispatcher.resolve(event.command)
+        if type(target) is not ServerFunction or target.is_async:
+            return None
+        return target if target.require_user is False else None
+
     def _handle_locked(
         self, frame: Frame, settle: list[Settle], observe: list[CacheMessage]
     ) -> None:
         connection = self.connection
         connection.receive_frame(frame)
-        for event in connection.events_received():
+        self._act_locked(connection.events_received(), settle, observe)
+
+    def _act_locked(
+        self, events: list[Event], settle: list[Settle], observe: list[CacheMessage]
+    ) -> None:
+        for event in events:
             if self.close_reason is not None:
                 break  # refused: nothing after the refusal is acted on
             if type(event) is Call:
@@ -350,12 +419,14 @@ class Peer(CacheHolder):
 
     # -- calls from the peer ------------------------------------------------------------
 
-    def _start_call_locked(self, call: Call) -> None:
+    def _start_call_locked(self, call: Call, runnable: ServerFunction | None = None) -> Job | None:
+        """Starts a call; with ``runnable`` (from :meth:`_runnable_locked`), returns it
+        for this thread to run instead (None when it was refused)."""
         assert self.context is not None
         assert self.slot is not None
-        if is_builtin(call.command):
+        if runnable is None and is_builtin(call.command):
             self._builtin_locked(call)
-            return
+            return None
         dispatcher = self.dispatcher
         done = functools.partial(self._finish_call, call)
         try:
@@ -391,10 +462,10 @@ class Peer(CacheHolder):
                     session=CallSession(self.slot),
                     origin=self.origin,
                 )
-            target = dispatcher.require(call.command)
+            target = runnable or dispatcher.require(call.command)
             if isinstance(target, ServerFunction):
                 # With ``write``, a worker thread answers the call itself: no hop back.
-                dispatcher.start_local(
+                return dispatcher.start_local(
                     target,
                     call.args,
                     call.kwargs,
@@ -402,13 +473,14 @@ class Peer(CacheHolder):
                     done,
                     in_thread=self._write is not None,
                     owns_session=True,
+                    inline=runnable is not None,
                 )
-                return
         except Exception as exc:  # expired, no such function, refused (require_user)
             self._reply_error_locked(call, exc)
-            return
+            return None
         task = asyncio.ensure_future(target.call_peer(call.command, call.args, call.kwargs, state))
         task.add_done_callback(functools.partial(_report, done))
+        return None
 
     def _finish_call(self, call: Call, result: object, error: BaseException | None) -> None:
         """Answers a call: on the loop, or on the worker thread that ran it (with ``write``).

@@ -191,7 +191,16 @@ class FramedStream(asyncio.Protocol):
                 self.transport.close()
             elif self._reading_paused and not self.transport.is_closing():
                 self._reading_paused = False
-                self.transport.resume_reading()
+                if self.loop_reads():
+                    self.transport.resume_reading()
+
+    def loop_reads(self) -> bool:
+        """Whether the loop reads this stream (a subclass may read it on a thread)."""
+        return True
+
+    def backlog_full(self) -> bool:
+        """True while the peer is not reading what we send (any thread)."""
+        return self._draining and len(self._backlog) > HIGH_WATER
 
     def abort(self) -> None:
         """Loop: ends the connection now (the duplicate socket too, whatever runs next)."""
