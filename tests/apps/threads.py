@@ -49,3 +49,19 @@ def ask_back(value: object) -> list[object]:
 @server.callable("threads.alive")
 def alive() -> list[str]:
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("tether-tcp"))
+
+
+_big_calls = [0]
+
+
+@server.callable("threads.big")
+def big(size: int) -> str:
+    """A large answer (counted: how many calls the server took)."""
+    with _lock:
+        _big_calls[0] += 1
+    return "x" * size
+
+
+@server.callable("threads.big_calls")
+def big_calls() -> int:
+    return _big_calls[0]

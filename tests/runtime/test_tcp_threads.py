@@ -8,15 +8,18 @@ block, pile up, call back their own peer or outlive their connection all still f
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from tests.conftest import TIMEOUT, wait_until
 from tether import testing
 from tether.client import AsyncClient, Client
 from tether.functions import FunctionRegistry
+from tether.protocol.framing import PREAMBLE, FrameReader, pack_frame
 
 KEY = "threads-test-key"
 APP = "tests.apps.threads"
@@ -113,6 +116,43 @@ async def test_calls_sent_together_all_finish(served: testing.ServerURL) -> None
         for _ in range(5):
             names = await asyncio.gather(*(client.call("threads.where") for _ in range(50)))
             assert all(str(name).startswith("tether-") for name in names)
+
+
+def test_a_client_that_does_not_read_its_answers_gets_no_new_calls_taken(
+    served: testing.ServerURL,
+) -> None:
+    """Its thread stops reading over the high-water mark; all is answered once it reads."""
+    host, port = served.tcp.removeprefix("tether://").split(":")
+    calls, size = 400, 100_000  # 40 MB of answers: far more than the kernel buffers
+    hello = orjson.dumps({"key": None, "v": 8}).decode()
+    with Client(served) as ws, socket.create_connection((host, int(port))) as sock:
+        before = int(ws.call("threads.big_calls"))  # type: ignore[call-overload]
+        sock.sendall(PREAMBLE + pack_frame(hello))
+        for n in range(calls):  # one at a time: each read holds one call
+            sock.sendall(pack_frame(_call(f"c{n}", "threads.big", size)))
+            threading.Event().wait(0.002)
+        taken = wait_until(lambda: _settled(ws, before), "the server to stop taking calls")
+        assert taken < calls  # it stopped: answers wait, no more calls run
+        reader = FrameReader(1 << 24)
+        answers: list[object] = []
+        sock.settimeout(TIMEOUT)
+        while len(answers) < calls + 1:  # the hello's reply, then every answer
+            answers += [orjson.loads(f) for f in reader.feed(sock.recv(1 << 20))]
+        assert all(len(a["response"]) == size for a in answers[1:])  # type: ignore[index]
+        assert int(ws.call("threads.big_calls")) - before == calls  # type: ignore[call-overload]
+
+
+def _call(call_id: str, command: str, *args: object) -> str:
+    call = {"type": "CALL", "id": call_id, "command": command, "args": args, "kwargs": {}}
+    return orjson.dumps(call).decode()
+
+
+def _settled(ws: Client, before: int) -> int | None:
+    """How many calls the server took, once that stopped growing for 0.3 s."""
+    first = int(ws.call("threads.big_calls"))  # type: ignore[call-overload]
+    threading.Event().wait(0.3)
+    second = int(ws.call("threads.big_calls"))  # type: ignore[call-overload]
+    return second - before if second == first and second > before else None
 
 
 def test_tcp_threads_bounds_the_threads() -> None:

@@ -83,10 +83,16 @@ class Overseer:
         if self._readers.get(reader.fd) is reader:
             del self._readers[reader.fd]
 
-    def arm(self, fd: int) -> None:
-        """Reports ``fd`` once when it has bytes to read (at once if it has some now)."""
-        with contextlib.suppress(ValueError):  # stopped: the connections are closing
+    def arm(self, fd: int) -> bool:
+        """Reports ``fd`` once when it has bytes to read (at once if it has some now).
+
+        False when it cannot (the overseer stopped): the caller hands reading over itself.
+        """
+        try:
             self._epoll.register(fd, _WAIT)
+        except (OSError, ValueError):
+            return False
+        return True
 
     def disarm(self, fd: int) -> None:
         with contextlib.suppress(OSError, ValueError):  # stopped, or the fd is gone
@@ -95,11 +101,7 @@ class Overseer:
     def _run(self) -> None:
         poll = self._epoll.poll
         while True:
-            try:
-                events = poll()
-            except (OSError, ValueError):  # closed under us
-                return
-            for fd, _ in events:
+            for fd, _ in poll():
                 if fd == self._wake_read:
                     return
                 reader = self._readers.get(fd)
@@ -192,11 +194,13 @@ class ThreadReader:
             return True
         context, fn, args, kwargs, done = job
         del job
-        with self._lock:
-            if self._closed:
-                return False
+        with self._lock:  # the call runs even if the connection just closed: it was taken
             self._busy = True
-            self._overseer.arm(self.fd)
+            watched = self._overseer.arm(self.fd)
+            if not watched:
+                self.thread_reads = False
+        if not watched:
+            self._handler.read_on_loop()
         result, error = call_in(context, fn, args, kwargs)
         with self._lock:  # before the answer: the peer's next call must find us reading
             self._overseer.disarm(self.fd)
