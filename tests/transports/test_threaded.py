@@ -49,7 +49,7 @@ class Handler:
             raise self.full
         return self.full
 
-    def read_on_loop(self) -> None:
+    def give_to_loop(self) -> None:
         self.loop_reads.set()
 
     def ended_in_thread(self) -> None:

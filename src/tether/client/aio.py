@@ -13,6 +13,8 @@ import contextlib
 import functools
 import logging
 import threading
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import websockets
@@ -20,6 +22,7 @@ import websockets
 from tether._caches import CacheHolder, RemoteFuture, deliver, notify_stopped
 from tether._pool import on_loop
 from tether.client.deadlines import Deadlines
+from tether.client.leader import CallerReading
 from tether.client.local import LocalCalls
 from tether.client.reconnect import keep_alive, start_reconnecting
 from tether.client.subscriptions import Subscriptions
@@ -50,6 +53,7 @@ from tether.protocol import (
     CacheMessage,
     Call,
     Connection,
+    Event,
     Failure,
     Frame,
     Push,
@@ -60,6 +64,7 @@ from tether.protocol import (
     session_id,
 )
 from tether.transports.tcp import FramedStream, open_tcp
+from tether.transports.threaded import Overseer
 from tether.transports.websocket import WebSocket, open_websocket
 
 __all__ = ["AsyncClient", "Waiter", "websocket_url"]
@@ -93,6 +98,9 @@ class AsyncClient(CacheHolder):
             dead network: calls in flight then fail and reconnecting starts). None: off.
         hello_extra: more fields for the handshake (Tether's own use: a background
             task's process names its task).
+        caller_reads: over ``tether://``, a thread blocked in :meth:`call_blocking` reads
+            its answer itself (see :mod:`tether.client.leader`); the sync ``Client``
+            turns it on. Otherwise the loop reads.
     """
 
     def __init__(
@@ -114,6 +122,7 @@ class AsyncClient(CacheHolder):
         keepalive_interval: float | None = 20.0,
         keepalive_timeout: float = 20.0,
         hello_extra: dict[str, object] | None = None,
+        caller_reads: bool = False,
     ) -> None:
         if call_timeout is not None and not call_timeout > 0:
             raise ValueError("call_timeout must be a positive number of seconds (or None)")
@@ -132,6 +141,11 @@ class AsyncClient(CacheHolder):
         self.keepalive_interval = keepalive_interval
         self.keepalive_timeout = keepalive_timeout
         self.hello_extra = dict(hello_extra or {})
+        self.caller_reads = caller_reads
+        self._reading: CallerReading | None = None
+        self._overseer: Overseer | None = None
+        self._on_loop = 0
+        """Frames or events a reading caller handed to the loop, not yet acted on."""
         self._keepalive: asyncio.Task[None] | None = None
         self.deadlines = Deadlines(self)
         self.trusted = False
@@ -229,6 +243,8 @@ class AsyncClient(CacheHolder):
             with self._guard:
                 self.local.register_locked()
                 self._flush_locked()
+            if self.caller_reads and isinstance(ws, FramedStream):
+                self._callers_read(ws)
         except (OSError, TimeoutError, websockets.InvalidHandshake, AppOfflineError) as exc:
             await self._abort()
             raise AppOfflineError(
@@ -241,6 +257,21 @@ class AsyncClient(CacheHolder):
             if self._keepalive is not None:
                 self._keepalive.cancel()
             self._keepalive = loop.create_task(keep_alive(self, self._epoch))
+
+    def _callers_read(self, stream: FramedStream) -> None:
+        """From now on, threads blocked in calls read this connection (see leader.py)."""
+        if self._overseer is None:
+            self._overseer = Overseer("tether-client-overseer")
+        self._on_loop = 0
+        self._reading = CallerReading(
+            stream, self.receive_in_thread, self._overseer, self._loop_waits, self._broken
+        )
+        stream.after_read = self._reading.loop_read_done
+        self._reading.loop_read_done()
+
+    def _loop_waits(self) -> bool:
+        """True while a coroutine's call waits for its answer: the loop must read."""
+        return any(type(future) is not Waiter for future in self._pending.values())
 
     def _lost_transport(self, epoch: int, reason: str) -> None:
         if epoch == self._epoch:
@@ -285,6 +316,9 @@ class AsyncClient(CacheHolder):
             await self._ws.close()
         self._lost("the client was closed")
         self.local.shutdown()  # no more calls from the server, no more registrations
+        if self._overseer is not None:
+            self._overseer.stop()
+            self._overseer = None
 
     async def _abort(self) -> None:
         self._closed_reason = self._closed_reason or "connect failed"
@@ -350,6 +384,12 @@ class AsyncClient(CacheHolder):
         assert self._loop is not None, "not connected"
         waiter = Waiter()
         timeout = self._timeout()
+        reading = self._reading
+        if reading is not None:  # this thread reads its answer itself (see leader.py)
+            lead = reading.enter(waiter)
+            self.start_call(name, args, kwargs, waiter, timeout)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            return reading.wait(waiter, deadline, lead)
         if self._ws is not None and self._ws.threadsafe_send:
             self.start_call(name, args, kwargs, waiter, timeout)
         else:
@@ -468,17 +508,72 @@ class AsyncClient(CacheHolder):
 
     def _receive(self, frame: Frame) -> None:
         """Called by the transport for each message, on the loop."""
+        self._act(frame, None)
+
+    def _receive_later(self, frame: Frame) -> None:
+        """Loop: a frame a reading caller handed over undecoded (earlier ones wait here)."""
+        with self._guard:
+            self._on_loop -= 1
+        self._act(frame, None)
+
+    def _act_later(self, events: list[Event]) -> None:
+        """Loop: events a reading caller handed over."""
+        with self._guard:
+            self._on_loop -= 1
+        self._act(None, events)
+
+    def receive_in_thread(self, frame: Frame) -> Callable[[], None] | None:
+        """A frame read by a caller (see :mod:`tether.client.leader`): answers to blocked
+        callers are given here; anything else is returned for the loop to do, in order.
+
+        Raises:
+            RemoteProtocolError: the server broke the protocol.
+        """
+        answers: list[tuple[Waiter, Response | Failure]] = []
+        with self._guard:
+            if self._on_loop:
+                self._on_loop += 1
+                return functools.partial(self._receive_later, frame)
+            self.connection.receive_frame(frame)
+            events = self.connection.events_received()
+            for event in events:
+                if type(event) is Response or type(event) is Failure:
+                    future = self._pending.get(event.id)
+                    if type(future) is Waiter and not (event.updates and event.capabilities):
+                        answers.append((future, event))
+                        continue
+                self._on_loop += 1
+                return functools.partial(self._act_later, events)
+            for _, answer in answers:
+                del self._pending[answer.id]
+            self._flush_locked()  # the protocol's own replies
+        self._notify_stopped()
+        for waiter, answer in answers:
+            if self.deadlines.armed:
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self.deadlines.answered, answer.id)
+            if isinstance(answer, Response):
+                waiter.set_result(answer.value)
+            else:
+                waiter.set_exception(answer.error)
+        return None
+
+    def _act(self, frame: Frame | None, events: list[Event] | None) -> None:
+        """Loop: receives ``frame`` (or acts on ``events`` already received)."""
         answers: list[tuple[AnyFuture, Response | Failure]] = []
         pushes: list[Push] = []
         observe: list[CacheMessage] = []
         with self._guard:
             try:
-                self.connection.receive_frame(frame)
+                if frame is not None:
+                    self.connection.receive_frame(frame)
+                    events = self.connection.events_received()
             except RemoteProtocolError as exc:
                 broken: RemoteProtocolError | None = exc
             else:
                 broken = None
-                self._handle_events_locked(answers, pushes, observe)
+                assert events is not None
+                self._handle_events_locked(events, answers, pushes, observe)
                 self._flush_locked()
         for push in pushes:
             self._apply_push(push)
@@ -507,11 +602,12 @@ class AsyncClient(CacheHolder):
 
     def _handle_events_locked(
         self,
+        events: list[Event],
         answers: list[tuple[AnyFuture, Response | Failure]],
         pushes: list[Push],
         observe: list[CacheMessage],
     ) -> None:
-        for event in self.connection.events_received():
+        for event in events:
             if type(event) is Response or type(event) is Failure:
                 future = self._pending.pop(event.id, None)
                 if future is not None:
@@ -550,6 +646,9 @@ class AsyncClient(CacheHolder):
     def _lost(self, reason: str) -> None:
         """The connection ended: what waits on it fails with AppOfflineError, and unless
         :meth:`close` ended it, reconnecting starts."""
+        if self._reading is not None:
+            self._reading.loop_close()
+            self._reading = None
         with self._guard:
             was_open = self._closed_reason is None and self._auth is not None and self._auth.done()
             if self._closed_reason is None:

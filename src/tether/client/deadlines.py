@@ -33,6 +33,11 @@ class Deadlines:
         else:
             loop.call_soon_threadsafe(self._arm_on_loop, call_id, name, future, timeout)
 
+    @property
+    def armed(self) -> bool:
+        """Whether any call has a timer (any thread)."""
+        return bool(self._timers)
+
     def answered(self, call_id: str) -> None:
         """The answer came: its timer goes (on the loop)."""
         if self._timers:

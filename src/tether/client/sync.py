@@ -36,6 +36,7 @@ class Client:
             target=self._loop.run_forever, name="tether-client", daemon=True
         )
         self._thread.start()
+        options.setdefault("caller_reads", True)
         self.aio = AsyncClient(url, key, **options)
         try:
             self._run(self.aio.connect())

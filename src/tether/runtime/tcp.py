@@ -110,16 +110,11 @@ class _PeerStream(FramedStream):
             raise
         return job
 
-    def read_on_loop(self) -> None:
-        self.loop.call_soon_threadsafe(self._read_on_loop)
+    def give_to_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.read_on_loop)
 
     def ended_in_thread(self) -> None:
         self.loop.call_soon_threadsafe(self._ended)
-
-    def _read_on_loop(self) -> None:
-        transport = self.transport
-        if transport is not None and not transport.is_closing() and not self._reading_paused:
-            transport.resume_reading()
 
     def _later(self, later: Later) -> None:
         peer = self.peer

@@ -86,6 +86,9 @@ class FramedStream(asyncio.Protocol):
         self._closing = False
         self._reading_paused = False
         self._pause_asked = False
+        self.after_read: Callable[[], None] | None = None
+        """Runs on the loop after each read (a client whose callers read: see
+        :mod:`tether.client.leader`)."""
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -109,6 +112,8 @@ class FramedStream(asyncio.Protocol):
             if self.transport is None or self.transport.is_closing():
                 return
             on_frame(frame)
+        if self.after_read is not None:
+            self.after_read()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -193,6 +198,22 @@ class FramedStream(asyncio.Protocol):
                 self._reading_paused = False
                 if self.loop_reads():
                     self.transport.resume_reading()
+
+    def fileno(self) -> int:
+        """The connection's socket (a duplicate: reading threads duplicate it again)."""
+        assert self._socket is not None, "not connected"
+        return self._socket.fileno()
+
+    def read_on_loop(self) -> None:
+        """Loop: reads again (unless closing, or paused over the high-water mark)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and not self._reading_paused:
+            transport.resume_reading()
+
+    def pause_reading(self) -> None:
+        """Loop: stops reading (a thread reads instead)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
 
     def loop_reads(self) -> bool:
         """Whether the loop reads this stream (a subclass may read it on a thread)."""

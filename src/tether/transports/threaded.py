@@ -33,7 +33,7 @@ from typing import Protocol
 
 from tether._pool import Job, answer, call_in
 
-__all__ = ["IDLE_POLL_S", "Handler", "Overseer", "ThreadReader"]
+__all__ = ["IDLE_POLL_S", "READ_SIZE", "Handler", "Overseer", "ThreadReader", "Watched"]
 
 log = logging.getLogger("tether")
 
@@ -58,28 +58,38 @@ class Handler(Protocol):
     def backlog_full(self) -> bool:
         """True while the peer is not reading its answers: stop taking calls."""
 
-    def read_on_loop(self) -> None:
+    def give_to_loop(self) -> None:
         """Thread-safe: the loop must read this connection from now on."""
 
     def ended_in_thread(self) -> None:
         """Thread-safe: the peer closed the connection (end of stream, or an error)."""
 
 
-class Overseer:
-    """Watches the sockets of connections whose reading thread is running a call."""
+class Watched(Protocol):
+    """What the overseer reports to: who reads one socket."""
 
-    def __init__(self) -> None:
+    fd: int
+
+    def readable_while_busy(self) -> None:
+        """Called on the overseer's thread: the socket has bytes and nobody reads them."""
+
+
+class Overseer:
+    """Watches the sockets of connections whose reading thread is running a call (or,
+    in a client, that no caller is reading)."""
+
+    def __init__(self, name: str = "tether-overseer") -> None:
         self._epoll = select.epoll()
-        self._readers: dict[int, ThreadReader] = {}
+        self._readers: dict[int, Watched] = {}
         self._wake_read, self._wake_write = os.pipe()
         self._epoll.register(self._wake_read, select.EPOLLIN)
-        self._thread = threading.Thread(target=self._run, name="tether-overseer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def add(self, reader: ThreadReader) -> None:
+    def add(self, reader: Watched) -> None:
         self._readers[reader.fd] = reader
 
-    def forget(self, reader: ThreadReader) -> None:
+    def forget(self, reader: Watched) -> None:
         if self._readers.get(reader.fd) is reader:
             del self._readers[reader.fd]
 
@@ -89,7 +99,10 @@ class Overseer:
         False when it cannot (the overseer stopped): the caller hands reading over itself.
         """
         try:
-            self._epoll.register(fd, _WAIT)
+            try:
+                self._epoll.register(fd, _WAIT)
+            except FileExistsError:  # reported once already (one-shot): arm it again
+                self._epoll.modify(fd, _WAIT)
         except (OSError, ValueError):
             return False
         return True
@@ -165,7 +178,7 @@ class ThreadReader:
             log.exception("reading thread failed; the event loop reads this connection")
             with self._lock:
                 self.thread_reads = False
-            self._handler.read_on_loop()
+            self._handler.give_to_loop()
         finally:
             with self._lock:
                 self._closed = True
@@ -200,7 +213,7 @@ class ThreadReader:
             if not watched:
                 self.thread_reads = False
         if not watched:
-            self._handler.read_on_loop()
+            self._handler.give_to_loop()
         result, error = call_in(context, fn, args, kwargs)
         with self._lock:  # before the answer: the peer's next call must find us reading
             self._overseer.disarm(self.fd)
@@ -221,7 +234,7 @@ class ThreadReader:
             if give_to_loop:
                 self.thread_reads = False
         if give_to_loop:
-            self._handler.read_on_loop()
+            self._handler.give_to_loop()
         self._baton.acquire()
         return not self._closed
 
@@ -232,7 +245,7 @@ class ThreadReader:
             if not self._busy or not self.thread_reads or self._closed:
                 return  # the call ended first: the thread reads it itself
             self.thread_reads = False
-        self._handler.read_on_loop()
+        self._handler.give_to_loop()
 
     # -- the loop -----------------------------------------------------------------------
 
