@@ -153,3 +153,13 @@ def serve_both_ways(app: str, **options: Any) -> tuple[Any, Any]:
         return served if request.param == "ws" else str(served.tcp)
 
     return served, url
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected socket pair; the first is non-blocking, as uvloop leaves a connection's."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    yield ours, theirs
+    ours.close()
+    theirs.close()

@@ -241,15 +241,6 @@ class _Stream:
         self.events.append("abort")
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    ours, theirs = socket.socketpair()
-    ours.setblocking(False)
-    yield ours, theirs
-    ours.close()
-    theirs.close()
-
-
 class _Overseer:
     """Never reports (a real one could hand reading to the fake loop, which reads nothing)."""
 

@@ -63,15 +63,6 @@ def overseer() -> Iterator[Overseer]:
     watcher.stop()
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    ours, theirs = socket.socketpair()
-    ours.setblocking(False)  # as uvloop leaves a connection's socket
-    yield ours, theirs
-    ours.close()
-    theirs.close()
-
-
 def start(
     sock: socket.socket, handler: Handler, overseer: Overseer
 ) -> tuple[ThreadReader, threading.Event]:
@@ -80,6 +71,23 @@ def start(
         sock.fileno(), handler, overseer, "test-reader", contextvars.copy_context().run, exited.set
     )
     return reader, exited
+
+
+def handed_over(
+    pair: tuple[socket.socket, socket.socket], overseer: Overseer
+) -> tuple[Handler, threading.Event, ThreadReader, threading.Event]:
+    """A reader whose thread runs a call that blocks until ``release``; more bytes came,
+    so the loop reads now."""
+    handler = Handler()
+    release = threading.Event()
+    handler.jobs.append(lambda: release.wait(TIMEOUT))
+    reader, exited = start(pair[0], handler, overseer)
+    pair[1].sendall(b"blocking call")
+    wait_until(lambda: handler.reads, "the call")
+    assert not reader.loop_take_back()  # not parked: the thread runs its call
+    pair[1].sendall(b"next")
+    assert handler.loop_reads.wait(TIMEOUT)  # the overseer saw it: the loop reads now
+    return handler, release, reader, exited
 
 
 def test_a_read_runs_its_call_on_the_thread_and_answers(
@@ -104,15 +112,7 @@ def test_a_read_runs_its_call_on_the_thread_and_answers(
 def test_bytes_arriving_while_a_call_runs_go_to_the_loop_until_it_gives_them_back(
     pair: tuple[socket.socket, socket.socket], overseer: Overseer
 ) -> None:
-    handler = Handler()
-    release = threading.Event()
-    handler.jobs.append(lambda: release.wait(TIMEOUT))
-    reader, exited = start(pair[0], handler, overseer)
-    pair[1].sendall(b"blocking call")
-    wait_until(lambda: handler.reads, "the call")
-    assert not reader.loop_take_back()  # not parked: the thread runs its call
-    pair[1].sendall(b"next")
-    assert handler.loop_reads.wait(TIMEOUT)  # the overseer saw it: the loop reads now
+    handler, release, reader, exited = handed_over(pair, overseer)
     assert not reader.thread_reads
     pair[0].recv(100)  # what the loop would read
     release.set()
@@ -130,14 +130,7 @@ def test_bytes_arriving_while_a_call_runs_go_to_the_loop_until_it_gives_them_bac
 def test_a_connection_closed_during_a_handed_over_call_ends_the_thread_after_it(
     pair: tuple[socket.socket, socket.socket], overseer: Overseer
 ) -> None:
-    handler = Handler()
-    release = threading.Event()
-    handler.jobs.append(lambda: release.wait(TIMEOUT))
-    reader, exited = start(pair[0], handler, overseer)
-    pair[1].sendall(b"blocking call")
-    wait_until(lambda: handler.reads, "the call")
-    pair[1].sendall(b"next")
-    assert handler.loop_reads.wait(TIMEOUT)
+    handler, release, reader, exited = handed_over(pair, overseer)
     reader.loop_close()
     assert not exited.is_set()  # the call still runs
     release.set()
