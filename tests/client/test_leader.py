@@ -11,6 +11,7 @@ import asyncio
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -27,6 +28,7 @@ from tether.errors import TimeoutError as CallTimeoutError
 from tether.functions import FunctionRegistry
 from tether.protocol import Connection, Hello, Role
 from tether.protocol.framing import PREAMBLE, FrameReader, pack_frame
+from tether.transports.threaded import IDLE_POLL_S
 
 KEY = "leader-test-key"
 SERVED_TOO = (tests.apps.capabilities, tests.apps.threads)  # their functions, beside echo's
@@ -46,9 +48,20 @@ def _reading(client: Client) -> str:
 
 def test_a_caller_reads_its_own_answer(served: testing.ServerURL) -> None:
     with Client(served.tcp) as client:
+        reading = client.aio._reading
+        assert reading is not None
+        readers: list[str] = []
+        receive = reading._receive
+
+        def recorded(frame: str | bytes) -> Callable[[], None] | None:
+            readers.append(threading.current_thread().name)
+            return receive(frame)
+
+        reading._receive = recorded
         for n in range(20):
             assert client.call("echo", n) == n
             assert _reading(client) == "NOBODY"  # no one reads between calls: no loop
+        assert readers == ["MainThread"] * 20  # each answer read by its own caller
     with Client(served) as ws:  # a WebSocket: the loop reads
         assert ws.aio._reading is None
         assert ws.call("echo", 1) == 1
@@ -369,3 +382,71 @@ def test_a_reset_connection_fails_the_leader() -> None:
         overseer.stop()
         client.close()
         listener.close()
+
+
+class _Interrupt(BaseException):
+    """Stands for KeyboardInterrupt in the reading thread."""
+
+
+def test_an_interrupted_reader_hands_reading_to_the_next_caller(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    follower = Waiter()
+
+    def receive(frame: str | bytes) -> Callable[[], None] | None:
+        if frame == "interrupt":
+            raise _Interrupt
+        follower.set_result(frame)
+        return None
+
+    reading, _, _ = _reading_on(pair[0], receive)
+    leader = Waiter()
+    assert reading.enter(leader)
+    assert not reading.enter(follower)
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(reading.wait(follower, None, False)))
+    thread.start()
+    pair[1].sendall(pack_frame("interrupt"))
+    with pytest.raises(_Interrupt):
+        reading.wait(leader, None, True)
+    pair[1].sendall(pack_frame("the follower's answer"))  # read by the follower, promoted
+    thread.join(TIMEOUT)
+    assert outcome == ["the follower's answer"]
+    assert reading._who.name == "NOBODY"
+    reading.loop_close()
+
+
+def test_an_interrupted_follower_is_never_promoted(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    reading, _, _ = _reading_on(pair[0], lambda frame: None)
+    leader, follower = Waiter(), Waiter()
+    assert reading.enter(leader)
+    assert not reading.enter(follower)
+    assert follower.abandon()  # what wait() does when interrupted while following
+    leader.set_result("done")
+    assert reading.wait(leader, None, True) == "done"
+    assert reading._who.name == "NOBODY"  # the abandoned follower was skipped
+    promoted = Waiter()
+    assert promoted.promote()
+    assert not promoted.abandon()  # promoted first: it must hand reading on itself
+    reading.loop_close()
+
+
+def test_a_reader_after_one_with_a_deadline_waits_without_one(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    waiters: list[Waiter] = []
+
+    def receive(frame: str | bytes) -> Callable[[], None] | None:
+        waiters.pop(0).set_result(frame)
+        return None
+
+    reading, _, _ = _reading_on(pair[0], receive)
+    for deadline in (time.monotonic() + TIMEOUT, None):
+        waiter = Waiter()
+        waiters.append(waiter)
+        pair[1].sendall(pack_frame("answer"))
+        assert reading.wait(waiter, deadline, reading.enter(waiter)) == "answer"
+    assert reading._sock.gettimeout() == IDLE_POLL_S
+    reading.loop_close()

@@ -217,3 +217,18 @@ def _ours(before: set[int | None]) -> list[str]:
         for t in threading.enumerate()
         if t.ident not in before and t.name.startswith(("tether-tcp", "tether-overseer"))
     ]
+
+
+def test_a_connection_without_a_reading_thread_is_read_by_the_loop(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tether.runtime import tcp
+
+    def no_thread(*args: object) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(tcp, "ThreadReader", no_thread)
+    with testing.serve(APP, tcp_port=0) as url, Client(url.tcp) as client:
+        assert str(client.call("threads.where")).startswith("tether-call-")
+        assert "no reading thread" in caplog.text
+        assert client.call("threads.alive") == []

@@ -259,3 +259,47 @@ def test_the_overseer_ignores_sockets_it_forgot(
         peer.close()
     reader.loop_close()
     assert exited.wait(TIMEOUT)
+
+
+def test_a_failing_report_does_not_stop_the_overseer(
+    overseer: Overseer, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+            self.reports = 0
+
+        def readable_while_busy(self) -> None:
+            self.reports += 1
+            raise RuntimeError("the loop is closed")
+
+    a, a_peer = socket.socketpair()
+    b, b_peer = socket.socketpair()
+    try:
+        first, second = Broken(a.fileno()), Broken(b.fileno())
+        overseer.add(first)
+        overseer.add(second)
+        assert overseer.arm(a.fileno())
+        a_peer.sendall(b"x")
+        wait_until(lambda: first.reports, "the first report")
+        assert overseer.arm(b.fileno())
+        b_peer.sendall(b"y")
+        wait_until(lambda: second.reports, "the second report, after the first failed")
+        assert "handing a connection to the event loop failed" in caplog.text
+    finally:
+        for sock in (a, a_peer, b, b_peer):
+            sock.close()
+
+
+def test_a_reader_whose_thread_cannot_start_leaves_nothing_behind(
+    pair: tuple[socket.socket, socket.socket],
+    overseer: Overseer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start"):
+        start(pair[0], Handler(), overseer)
+    assert overseer._readers == {}

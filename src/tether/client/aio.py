@@ -271,7 +271,8 @@ class AsyncClient(CacheHolder):
 
     def _loop_waits(self) -> bool:
         """True while a coroutine's call waits for its answer: the loop must read."""
-        return any(type(future) is not Waiter for future in self._pending.values())
+        with self._guard:  # callers add and remove theirs meanwhile
+            return any(type(future) is not Waiter for future in self._pending.values())
 
     def _lost_transport(self, epoch: int, reason: str) -> None:
         if epoch == self._epoch:
@@ -512,15 +513,23 @@ class AsyncClient(CacheHolder):
 
     def _receive_later(self, frame: Frame) -> None:
         """Loop: a frame a reading caller handed over undecoded (earlier ones wait here)."""
-        with self._guard:
-            self._on_loop -= 1
-        self._act(frame, None)
+        try:
+            self._act(frame, None)
+        finally:
+            self._done_later()
 
     def _act_later(self, events: list[Event]) -> None:
         """Loop: events a reading caller handed over."""
+        try:
+            self._act(None, events)
+        finally:
+            self._done_later()
+
+    def _done_later(self) -> None:
+        """Only once the loop has done all of it (pushes applied, answers given) may a
+        reading caller act on later frames itself."""
         with self._guard:
             self._on_loop -= 1
-        self._act(None, events)
 
     def receive_in_thread(self, frame: Frame) -> Callable[[], None] | None:
         """A frame read by a caller (see :mod:`tether.client.leader`): answers to blocked

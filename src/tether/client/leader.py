@@ -86,6 +86,7 @@ class CallerReading:
         self._sock = socket.socket(fileno=os.dup(stream.fileno()))
         self._sock.settimeout(IDLE_POLL_S)  # the file stays non-blocking; reads poll first
         self.fd = self._sock.fileno()
+        self._timed = False  # the socket's timeout is a call's deadline, not IDLE_POLL_S
         self._buffer = bytearray(READ_SIZE)
         self._view = memoryview(self._buffer)
         self._lock = threading.Lock()
@@ -110,15 +111,27 @@ class CallerReading:
 
     def wait(self, waiter: Waiter, deadline: float | None, lead: bool) -> object:
         """Blocks until ``waiter`` (the call sent after :meth:`enter`) has its outcome;
-        returns it or raises."""
-        while True:
-            if not lead:
-                waiter.wait()
-                if not waiter.promoted:
+        returns it or raises.
+
+        Interrupted (``KeyboardInterrupt`` in the reading thread, say), it first hands
+        reading on, so the other callers and the loop are never left without a reader.
+        """
+        reading = lead
+        try:
+            while True:
+                if not reading:
+                    waiter.wait()
+                    if not waiter.promoted:
+                        return waiter.outcome()
+                    reading = True
+                done = self._lead(waiter, deadline)
+                reading = False  # it handed reading on (done), or the loop reads now
+                if done:
                     return waiter.outcome()
-            if self._lead(waiter, deadline):
-                return waiter.outcome()
-            lead = False  # the loop reads now: wait for the answer, or to lead again
+        except BaseException:
+            if reading or not waiter.abandon():  # promoted before it could notice
+                self._hand_over()
+            raise
 
     def _lead(self, waiter: Waiter, deadline: float | None) -> bool:
         """Reads until ``waiter`` has its outcome (True), or until this thread handed the
@@ -144,6 +157,10 @@ class CallerReading:
     def _read_once(self, waiter: Waiter, deadline: float | None) -> _Read:
         if deadline is not None:
             self._sock.settimeout(max(deadline - time.monotonic(), 0.0) + DEADLINE_SLACK_S)
+            self._timed = True
+        elif self._timed:  # the last reader had a deadline: back to waiting for bytes
+            self._sock.settimeout(IDLE_POLL_S)
+            self._timed = False
         try:
             size = self._sock.recv_into(self._buffer)
         except TimeoutError:

@@ -17,7 +17,16 @@ class Waiter:
     connection itself (:meth:`promote`, see :mod:`tether.client.leader`).
     """
 
-    __slots__ = ("_done", "_error", "_lock", "_mutex", "_value", "_woken", "promoted")
+    __slots__ = (
+        "_abandoned",
+        "_done",
+        "_error",
+        "_lock",
+        "_mutex",
+        "_value",
+        "_woken",
+        "promoted",
+    )
 
     def __init__(self) -> None:
         self._lock = _thread.allocate_lock()  # held until the thread may go on
@@ -27,6 +36,7 @@ class Waiter:
         self._error: BaseException | None = None
         self._done = False
         self._woken = False
+        self._abandoned = False
         self.promoted = False
         """Woken to read the connection (the caller that did is done with it)."""
 
@@ -48,12 +58,22 @@ class Waiter:
                 self._wake()
 
     def promote(self) -> bool:
-        """Wakes the thread to read the connection; False if it has its outcome already."""
+        """Wakes the thread to read the connection; False if it has its outcome already,
+        or stopped waiting."""
         with self._mutex:
-            if self._done:
+            if self._done or self._abandoned:
                 return False
             self.promoted = True
             self._wake()
+            return True
+
+    def abandon(self) -> bool:
+        """The waiting thread gives up (interrupted): True, unless it was promoted first
+        (False: it must hand reading on itself)."""
+        with self._mutex:
+            if self.promoted:
+                return False
+            self._abandoned = True
             return True
 
     def rearm(self) -> bool:

@@ -199,17 +199,26 @@ class Peer(CacheHolder):
         """Loop: acts on events that the reading thread handed over."""
         settle: list[Settle] = []
         observe: list[CacheMessage] = []
-        with self._guard:
-            self._on_loop -= 1
-            self._act_locked(events, settle, observe)
-            self._write_locked()
-        self._after_frame(settle, observe)
+        try:
+            with self._guard:
+                self._act_locked(events, settle, observe)
+                self._write_locked()
+            self._after_frame(settle, observe)
+        finally:
+            self._done_later()
 
     def _receive_later(self, frame: Frame) -> None:
         """Loop: receives a frame that the reading thread handed over undecoded."""
+        try:
+            self.receive_now(frame)
+        finally:
+            self._done_later()
+
+    def _done_later(self) -> None:
+        """Only once the loop has done all of it (``observe_*`` included) may the reading
+        thread act on later frames itself."""
         with self._guard:
             self._on_loop -= 1
-        self.receive_now(frame)
 
     def _runnable_locked(self, event: Event) -> ServerFunction | None:
         """The local sync function a reading thread may run ``event`` with, if it is a

@@ -72,7 +72,11 @@ class _PeerStream(FramedStream):
         if self._reading_paused:  # over the high-water mark already: the loop resumes it
             return
         transport.pause_reading()
-        self.thread = self.listener.reading_thread(self, self._socket.fileno())
+        try:
+            self.thread = self.listener.reading_thread(self, self._socket.fileno())
+        except Exception:  # out of file descriptors or threads: the loop reads it
+            log.exception("no reading thread for a TCP connection; the event loop reads it")
+            self.thread = None
         if self.thread is None:
             transport.resume_reading()
 
@@ -111,7 +115,12 @@ class _PeerStream(FramedStream):
         return job
 
     def give_to_loop(self) -> None:
-        self.loop.call_soon_threadsafe(self.read_on_loop)
+        self.loop.call_soon_threadsafe(self._read_if_given)
+
+    def _read_if_given(self) -> None:
+        # The loop may have given reading back since (after a read it made meanwhile).
+        if self.loop_reads():
+            self.read_on_loop()
 
     def ended_in_thread(self) -> None:
         self.loop.call_soon_threadsafe(self._ended)
@@ -200,16 +209,20 @@ class TcpListener:
             if self._threads >= self.dispatcher.options.tcp_threads:
                 return None
             self._threads += 1
-        if self._overseer is None:
-            self._overseer = Overseer()
-        return ThreadReader(
-            fileno,
-            stream,
-            self._overseer,
-            f"tether-tcp-{next(self._numbers)}",
-            contextvars.copy_context().run,  # the loop's context variables, as in the pool
-            self._thread_ended,
-        )
+        try:
+            if self._overseer is None:
+                self._overseer = Overseer()
+            return ThreadReader(
+                fileno,
+                stream,
+                self._overseer,
+                f"tether-tcp-{next(self._numbers)}",
+                contextvars.copy_context().run,  # the loop's context variables, as the pool's
+                self._thread_ended,
+            )
+        except BaseException:
+            self._thread_ended()
+            raise
 
     def _thread_ended(self) -> None:
         with self._threads_lock:

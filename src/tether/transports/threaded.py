@@ -119,7 +119,10 @@ class Overseer:
                     return
                 reader = self._readers.get(fd)
                 if reader is not None:
-                    reader.readable_while_busy()
+                    try:
+                        reader.readable_while_busy()
+                    except Exception:  # one connection's trouble must not stop the watch
+                        log.exception("handing a connection to the event loop failed")
 
     def stop(self) -> None:
         """Stops watching; the readers still running go on without hand-over."""
@@ -166,7 +169,12 @@ class ThreadReader:
         overseer.add(self)
         self._thread = threading.Thread(target=run, args=(self._read_forever,), name=name)
         self._thread.daemon = True
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:  # no thread: nothing of this reader may stay behind
+            overseer.forget(self)
+            self._sock.close()
+            raise
 
     # -- the thread ---------------------------------------------------------------------
 
