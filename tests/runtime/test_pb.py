@@ -593,6 +593,10 @@ def live_objects(*types: type) -> int:
     return sum(1 for o in gc.get_objects() if type(o) in types)
 
 
+def _reading_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("tether-tcp-")]
+
+
 def footprint() -> tuple[int, int]:
     """Objects the collector tracks, and this process's resident memory (bytes; 0 where
     /proc is missing)."""
@@ -661,6 +665,8 @@ async def test_two_hundred_connections_fetch_and_leave_without_a_trace(url: str)
         peers = [await cycle() for _ in range(200)]
         await eventually(lambda: app.LEAN.stopped == stopped_before + 200, "200 disconnects")
         await eventually(lambda: all(ref() is None or ref().closed for ref in peers), "peers")
+        # a TCP connection's reading thread ends just after it: count once they have
+        await eventually(lambda: not _reading_threads(), "the reading threads to end")
         assert not app.LEAN.live
         assert live_objects(Peer) <= peers_before + 1  # the server may hold the last one
         assert sum(ref() is not None for ref in peers) <= 1

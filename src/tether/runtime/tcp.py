@@ -228,11 +228,6 @@ class TcpListener:
         with self._threads_lock:
             self._threads -= 1
 
-    @property
-    def reading_threads(self) -> int:
-        """Reading threads running now."""
-        return self._threads
-
     async def start(self) -> tuple[str, int]:
         """Starts listening; returns the bound address (the port, when 0 was asked)."""
         loop = asyncio.get_running_loop()
