@@ -452,3 +452,20 @@ def test_a_reader_after_one_with_a_deadline_waits_without_one(
         assert reading.wait(waiter, deadline, reading.enter(waiter)) == "answer"
     assert reading._sock.gettimeout() == IDLE_POLL_S
     reading.loop_close()
+
+
+def test_a_caller_interrupted_while_sending_leaves_reading_to_others(
+    served: testing.ServerURL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Client(served.tcp) as client:
+        client.call("echo", "warm")
+
+        def interrupted(*args: object) -> None:
+            raise _Interrupt
+
+        monkeypatch.setattr(client.aio, "start_call", interrupted)
+        with pytest.raises(_Interrupt):
+            client.call("echo", "never sent")
+        monkeypatch.undo()
+        assert _reading(client) == "NOBODY"  # it had taken reading: it gave it back
+        assert client.call("echo", "after") == "after"

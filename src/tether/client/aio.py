@@ -388,7 +388,11 @@ class AsyncClient(CacheHolder):
         reading = self._reading
         if reading is not None:  # this thread reads its answer itself (see leader.py)
             lead = reading.enter(waiter)
-            self.start_call(name, args, kwargs, waiter, timeout)
+            try:
+                self.start_call(name, args, kwargs, waiter, timeout)
+            except BaseException:  # interrupted: never leave the others without a reader
+                reading.leave(waiter, lead)
+                raise
             deadline = None if timeout is None else time.monotonic() + timeout
             return reading.wait(waiter, deadline, lead)
         if self._ws is not None and self._ws.threadsafe_send:

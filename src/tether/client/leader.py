@@ -129,9 +129,14 @@ class CallerReading:
                 if done:
                     return waiter.outcome()
         except BaseException:
-            if reading or not waiter.abandon():  # promoted before it could notice
-                self._hand_over()
+            self.leave(waiter, reading)
             raise
+
+    def leave(self, waiter: Waiter, reading: bool) -> None:
+        """A caller gives up (interrupted): hands reading on if it had it (or was just
+        promoted), else is never promoted."""
+        if reading or not waiter.abandon():
+            self._hand_over()
 
     def _lead(self, waiter: Waiter, deadline: float | None) -> bool:
         """Reads until ``waiter`` has its outcome (True), or until this thread handed the
