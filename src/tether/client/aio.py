@@ -64,7 +64,7 @@ from tether.protocol import (
     session_id,
 )
 from tether.transports.tcp import FramedStream, open_tcp
-from tether.transports.threaded import Overseer
+from tether.transports.threaded import Handoff, Overseer
 from tether.transports.websocket import WebSocket, open_websocket
 
 __all__ = ["AsyncClient", "Waiter", "websocket_url"]
@@ -144,8 +144,6 @@ class AsyncClient(CacheHolder):
         self.caller_reads = caller_reads
         self._reading: CallerReading | None = None
         self._overseer: Overseer | None = None
-        self._on_loop = 0
-        """Frames or events a reading caller handed to the loop, not yet acted on."""
         self._keepalive: asyncio.Task[None] | None = None
         self.deadlines = Deadlines(self)
         self.trusted = False
@@ -156,6 +154,8 @@ class AsyncClient(CacheHolder):
         # Serializes the Connection, ``_pending`` and the order of writes: the loop reads,
         # and on the TCP path a thread blocked in a sync call writes its CALL itself.
         self._guard = threading.RLock()  # re-entered only to refuse (call_remote in a hook)
+        self._handoff = Handoff(self._guard)
+        """What a reading caller handed to the loop, not yet done there."""
         self._ws: WebSocket | FramedStream | None = None
         self._pending: dict[str, AnyFuture] = {}
         self._auth: asyncio.Future[None] | None = None  # made on the loop, in connect
@@ -262,7 +262,6 @@ class AsyncClient(CacheHolder):
         """From now on, threads blocked in calls read this connection (see leader.py)."""
         if self._overseer is None:
             self._overseer = Overseer("tether-client-overseer")
-        self._on_loop = 0
         self._reading = CallerReading(
             stream, self.receive_in_thread, self._overseer, self._loop_waits, self._broken
         )
@@ -515,26 +514,6 @@ class AsyncClient(CacheHolder):
         """Called by the transport for each message, on the loop."""
         self._act(frame, None)
 
-    def _receive_later(self, frame: Frame) -> None:
-        """Loop: a frame a reading caller handed over undecoded (earlier ones wait here)."""
-        try:
-            self._act(frame, None)
-        finally:
-            self._done_later()
-
-    def _act_later(self, events: list[Event]) -> None:
-        """Loop: events a reading caller handed over."""
-        try:
-            self._act(None, events)
-        finally:
-            self._done_later()
-
-    def _done_later(self) -> None:
-        """Only once the loop has done all of it (pushes applied, answers given) may a
-        reading caller act on later frames itself."""
-        with self._guard:
-            self._on_loop -= 1
-
     def receive_in_thread(self, frame: Frame) -> Callable[[], None] | None:
         """A frame read by a caller (see :mod:`tether.client.leader`): answers to blocked
         callers are given here; anything else is returned for the loop to do, in order.
@@ -544,9 +523,8 @@ class AsyncClient(CacheHolder):
         """
         answers: list[tuple[Waiter, Response | Failure]] = []
         with self._guard:
-            if self._on_loop:
-                self._on_loop += 1
-                return functools.partial(self._receive_later, frame)
+            if self._handoff.pending:
+                return self._handoff.later(self._act, frame, None)
             self.connection.receive_frame(frame)
             events = self.connection.events_received()
             for event in events:
@@ -555,8 +533,7 @@ class AsyncClient(CacheHolder):
                     if type(future) is Waiter and not (event.updates and event.capabilities):
                         answers.append((future, event))
                         continue
-                self._on_loop += 1
-                return functools.partial(self._act_later, events)
+                return self._handoff.later(self._act, None, events)
             for _, answer in answers:
                 del self._pending[answer.id]
             self._flush_locked()  # the protocol's own replies

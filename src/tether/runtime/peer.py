@@ -48,6 +48,7 @@ from tether.runtime.builtins import answer_builtin, is_builtin
 from tether.runtime.dispatcher import Dispatcher, _report
 from tether.runtime.sessions import CallSession, SessionSlot
 from tether.runtime.updates import hub
+from tether.transports.threaded import Handoff, Later
 
 __all__ = ["Peer"]
 
@@ -57,8 +58,6 @@ Send = Callable[[Frame], Awaitable[None]]
 Write = Callable[[Frame], None]
 AnyFuture = asyncio.Future[object] | RemoteFuture
 Settle = tuple[AnyFuture, Response | Failure]
-Later = Callable[[], None]
-"""What a reading thread hands to the loop (see :meth:`Peer.receive_in_thread`)."""
 
 MAX_TOKEN = 256
 """Longest session token read from a hello (Tether's are 43 characters)."""
@@ -125,9 +124,8 @@ class Peer(CacheHolder):
         """Our calls to this peer still running: a call it makes while handling one
         (``originating-call``) runs in that caller's session, for that client."""
         self._resuming: asyncio.Task[None] | None = None
-        self._on_loop = 0
-        """Events a reading thread handed to the loop, not yet acted on: until then the
-        thread runs nothing itself (the loop keeps the order)."""
+        self._handoff = Handoff(self._guard)
+        """What a reading thread handed to the loop, not yet done there."""
         self.context: CallContext | None = None
         self.task_id: str | None = None
         """The background task whose process this is, if it is one."""
@@ -177,9 +175,8 @@ class Peer(CacheHolder):
         """
         job: Job | None = None
         with self._guard:
-            if self._on_loop:
-                self._on_loop += 1
-                return None, functools.partial(self._receive_later, frame)
+            if self._handoff.pending:
+                return None, self._handoff.later(self.receive_now, frame)
             connection = self.connection
             connection.receive_frame(frame)
             events = connection.events_received()
@@ -187,38 +184,21 @@ class Peer(CacheHolder):
                 call = events[0]
                 target = self._runnable_locked(call) if may_run and len(events) == 1 else None
                 if target is None:
-                    self._on_loop += 1
-                    return None, functools.partial(self._act_later, events)
+                    return None, self._handoff.later(self._act_now, events)
                 assert type(call) is Call
                 job = self._start_call_locked(call, target)
             self._write_locked()  # the protocol's own replies (UNCACHE, a refusal)
         self._notify_stopped()  # a DECACHE may have ended an observation
         return job, None
 
-    def _act_later(self, events: list[Event]) -> None:
+    def _act_now(self, events: list[Event]) -> None:
         """Loop: acts on events that the reading thread handed over."""
         settle: list[Settle] = []
         observe: list[CacheMessage] = []
-        try:
-            with self._guard:
-                self._act_locked(events, settle, observe)
-                self._write_locked()
-            self._after_frame(settle, observe)
-        finally:
-            self._done_later()
-
-    def _receive_later(self, frame: Frame) -> None:
-        """Loop: receives a frame that the reading thread handed over undecoded."""
-        try:
-            self.receive_now(frame)
-        finally:
-            self._done_later()
-
-    def _done_later(self) -> None:
-        """Only once the loop has done all of it (``observe_*`` included) may the reading
-        thread act on later frames itself."""
         with self._guard:
-            self._on_loop -= 1
+            self._act_locked(events, settle, observe)
+            self._write_locked()
+        self._after_frame(settle, observe)
 
     def _runnable_locked(self, event: Event) -> ServerFunction | None:
         """The local sync function a reading thread may run ``event`` with, if it is a

@@ -23,9 +23,9 @@ from tether.context import Location
 from tether.errors import RemoteProtocolError
 from tether.protocol import FRAME_SLACK, SUBPROTOCOL, Frame
 from tether.runtime.dispatcher import Dispatcher
-from tether.runtime.peer import Later, Peer
+from tether.runtime.peer import Peer
 from tether.transports.tcp import FramedStream
-from tether.transports.threaded import Overseer, ThreadReader
+from tether.transports.threaded import Later, Overseer, ThreadReader
 
 __all__ = ["TcpListener"]
 

@@ -23,6 +23,7 @@ The cost on the fast path is two ``epoll_ctl`` system calls per call, not a wake
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
@@ -33,7 +34,16 @@ from typing import Protocol
 
 from tether._pool import Job, answer, call_in
 
-__all__ = ["IDLE_POLL_S", "READ_SIZE", "Handler", "Overseer", "ThreadReader", "Watched"]
+__all__ = [
+    "IDLE_POLL_S",
+    "READ_SIZE",
+    "Handler",
+    "Handoff",
+    "Later",
+    "Overseer",
+    "ThreadReader",
+    "Watched",
+]
 
 log = logging.getLogger("tether")
 
@@ -45,6 +55,35 @@ IDLE_POLL_S = 3600.0
 at once: the loop shuts the socket down)."""
 
 _WAIT = select.EPOLLIN | select.EPOLLONESHOT
+
+
+Later = Callable[[], None]
+"""What a reading thread hands to the loop, to run there in order."""
+
+
+class Handoff:
+    """Work a reading thread handed to the loop and the loop has not finished yet.
+
+    While any is pending, the thread hands on every later frame too, undecoded (it may
+    depend on what the loop does first: a hello, a reply, an ``observe_*``), so the
+    connection's order holds. ``guard`` is the lock of the connection's state.
+    """
+
+    def __init__(self, guard: threading.RLock) -> None:
+        self._guard = guard
+        self.pending = 0
+
+    def later(self, fn: Callable[..., object], *args: object) -> Later:
+        """With ``guard`` held: ``fn(*args)`` for the loop; pending until it returns."""
+        self.pending += 1
+        return functools.partial(self._run, fn, args)
+
+    def _run(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        try:
+            fn(*args)
+        finally:
+            with self._guard:
+                self.pending -= 1
 
 
 class Handler(Protocol):
