@@ -43,6 +43,7 @@ from tether.protocol import (
     Role,
     State,
 )
+from tether.protocol.reading import SMALL_FRAME
 
 REGISTRY = PortableRegistry()
 SMALL = Limits(max_frame_bytes=1024)
@@ -1018,6 +1019,7 @@ def test_a_late_answer_with_bad_media_entries_is_dropped_quietly() -> None:
 def test_the_garbage_collector_is_paused_only_while_decoding_and_encoding() -> None:
     import gc
 
+    big = "x" * (SMALL_FRAME + 1)  # a small frame is decoded without the pause
     client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
     client.send_hello(None)
     relay(client, server)
@@ -1025,15 +1027,17 @@ def test_the_garbage_collector_is_paused_only_while_decoding_and_encoding() -> N
     relay(server, client)
     assert gc.isenabled()
     client.send_call("f", [1], {})
+    client.send_call("f", [big], {})
     relay(client, server)
     assert gc.isenabled()
     gc.disable()
     try:
-        client.send_call("f", [2], {})
+        client.send_call("f", [2, big], {})
         relay(client, server)
         assert not gc.isenabled()  # a caller's choice to disable it is kept
     finally:
         gc.enable()
-    with pytest.raises(RemoteProtocolError):
-        server.receive_frame("{broken")
-    assert gc.isenabled()
+    for broken in ("{broken", "{broken" + big):
+        with pytest.raises(RemoteProtocolError):
+            server.receive_frame(broken)
+        assert gc.isenabled()

@@ -36,6 +36,7 @@ class Client:
             target=self._loop.run_forever, name="tether-client", daemon=True
         )
         self._thread.start()
+        self._loop_thread = self._thread.ident
         options.setdefault("caller_reads", True)
         self.aio = AsyncClient(url, key, **options)
         try:
@@ -57,7 +58,7 @@ class Client:
 
     def call(self, name: str, *args: object, **kwargs: object) -> object:
         """Calls server function ``name``, blocking until it returns; see AsyncClient.call."""
-        if threading.current_thread() is self._thread:
+        if threading.get_ident() == self._loop_thread:
             raise RuntimeError("Client.call() from the client's own loop would deadlock; use acall")
         return self.aio.call_blocking(name, args, kwargs)
 

@@ -1,7 +1,7 @@
 """Values <-> JSON trees with Anvil's ``objects`` side table. Pure: no I/O, no clock."""
 
 from tether.codec.decoder import decode_values, media_ids
-from tether.codec.encoder import EncodedValues, encode_values, format_datetime
+from tether.codec.encoder import EncodedValues, all_plain, encode_values, format_datetime
 from tether.codec.limits import Limits
 from tether.codec.media import CHUNK_SIZE, BlobMedia, Media
 from tether.codec.paths import format_path
@@ -16,6 +16,7 @@ __all__ = [
     "Media",
     "PortableClass",
     "PortableRegistry",
+    "all_plain",
     "decode_values",
     "encode_values",
     "format_datetime",

@@ -20,6 +20,7 @@ import orjson
 from tether.codec import (
     Limits,
     PortableRegistry,
+    all_plain,
     portable_registry,
 )
 from tether.codec.capability import Capability
@@ -38,7 +39,7 @@ from tether.protocol.events import (
 )
 from tether.protocol.names import MAX_ID_LENGTH, OBSERVE, PROTOCOL_VERSION, Frame, Role, State
 from tether.protocol.reading import Reader
-from tether.protocol.writing import without_gc, write_message
+from tether.protocol.writing import json_text, without_gc, write_message
 
 __all__ = ["Connection", "Role", "State"]
 
@@ -152,7 +153,7 @@ class Connection(Reader):
         header: dict[str, object] = {"type": "CALL", "id": None, "command": command}
         if meta:
             header.update(meta)
-        return self._send_request(header, args, kwargs, command, repr(command))
+        return self._send_request(header, args, kwargs, command)
 
     def send_response(
         self,
@@ -242,14 +243,15 @@ class Connection(Reader):
         args: list[object] | tuple[object, ...],
         kwargs: dict[str, object],
         name: str,
-        label: str,
+        label: str | None = None,
     ) -> str:
         """Queues a request answered like a call (a CALL, a CACHE_MESSAGE) under a new id;
-        ``label`` names it in an error."""
+        ``label`` names it in an error (by default ``repr(name)``)."""
         call_id = header["id"] = f"{self._id_prefix}{next(self._ids)}"
         try:
             sent = self._send_values(header, {"args": args, "kwargs": kwargs}, call_id)
         except SerializationError as exc:
+            label = repr(name) if label is None else label
             raise SerializationError(f"cannot serialize arguments to {label}: {exc}") from exc
         self._pending_out[call_id] = name
         if sent:
@@ -315,6 +317,12 @@ class Connection(Reader):
     ) -> list[Capability]:
         """Encodes and queues one message; returns the capabilities written into it.
         ``media=False``: a message that would carry media is refused."""
+        if all_plain(values):  # the common small message: JSON carries it as it is
+            header.update(values)
+            header["objects"] = []
+            self._out.append(json_text(header, self.limits))
+            self.caches.written()  # (nothing: no Cacheable went out in it)
+            return []
         found: list[Capability] = []
         wire = self.capabilities
         self._writing += 1

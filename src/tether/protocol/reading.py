@@ -52,7 +52,10 @@ from tether.protocol.events import (
 from tether.protocol.names import ECHO, MAX_ID_LENGTH, OBSERVE, Frame, Role, State
 from tether.protocol.writing import without_gc
 
-__all__ = ["Reader"]
+__all__ = ["SMALL_FRAME", "Reader"]
+
+SMALL_FRAME = 4096
+"""Frames up to this many characters are decoded without pausing the garbage collector."""
 
 
 class Reader:
@@ -80,14 +83,18 @@ class Reader:
     def receive_frame(self, frame: Frame) -> None:
         """Reads one frame; then call :meth:`events_received` and :meth:`frames_to_send`.
 
-        The cyclic garbage collector is paused while the frame is decoded: a decoded tree
-        and the objects built from it hold no cycles, and an object-heavy message would
-        otherwise set off collections that walk every object of the process.
+        The cyclic garbage collector is paused while a frame of more than
+        :data:`SMALL_FRAME` characters is decoded: a decoded tree and the objects built
+        from it hold no cycles, and an object-heavy message would otherwise set off
+        collections that walk every object of the process.
 
         Raises:
             RemoteProtocolError: the peer broke the protocol; close this connection.
         """
-        without_gc(self._receive_frame, frame)
+        if type(frame) is str and len(frame) <= SMALL_FRAME:  # too few objects to matter
+            self._receive_frame(frame)
+        else:
+            without_gc(self._receive_frame, frame)
 
     def _receive_frame(self, frame: Frame) -> None:
         if self.state is State.CLOSED:
@@ -110,7 +117,8 @@ class Reader:
             raise RemoteProtocolError("frame is not a JSON object")
         kind = message.get("type")
         if kind == "CALL":
-            self._require_open("CALL")
+            if self.state is not State.OPEN:
+                raise RemoteProtocolError("CALL before authentication")
             self._receive_call(message)
         elif kind is None and "id" in message and ("response" in message or "error" in message):
             self._require_open("response")
@@ -251,8 +259,15 @@ class Reader:
     ) -> None:
         if msg_id in self._incoming:
             raise RemoteProtocolError(f"duplicate message id {msg_id!r}")
+        objects = message.get("objects")
+        if objects is None or objects == []:  # plain JSON: no media follows
+            if drop:
+                self.caches.read_done(objects, failed=True)
+            else:
+                self._finish(msg_id, message, is_call, None, "vt_global" in message)
+            return
         try:
-            ids = media_ids(message.get("objects"))
+            ids = media_ids(objects)
         except SerializationError as exc:
             self.caches.read_done(message.get("objects"), failed=True)
             if not drop:
@@ -269,13 +284,23 @@ class Reader:
         )
 
     def _finish(
-        self, msg_id: str, message: dict[str, object], is_call: bool, media: dict[str, Media] | None
+        self,
+        msg_id: str,
+        message: dict[str, object],
+        is_call: bool,
+        media: dict[str, Media] | None,
+        built: bool = True,
     ) -> None:
+        """Turns a whole message into its event; ``built=False``: it is plain JSON."""
         found: list[Capability] = []
         if is_call:
             command = str(message["command"])
             try:
-                global_data = self._decode(message, ("args", "kwargs"), media, found)
+                global_data = (
+                    self._decode(message, ("args", "kwargs"), media, found)
+                    if built
+                    else GlobalData()
+                )
             except (SerializationError, PermissionDenied) as exc:
                 self._fail(msg_id, message, True, exc)
                 return
@@ -301,7 +326,8 @@ class Reader:
                 raised = error_from_wire(message["error"], self.registry)
                 self._events.append(Failure(msg_id, raised, message, sent))
             else:
-                self._decode(message, ("response", "capUpdates"), media, found)
+                if built:
+                    self._decode(message, ("response", "capUpdates"), media, found)
                 updates = message.get("capUpdates")
                 self._events.append(
                     Response(

@@ -20,7 +20,7 @@ from tether.errors import SerializationError
 from tether.protocol.chunks import media_frames
 from tether.protocol.names import Frame
 
-__all__ = ["without_gc", "write_message"]
+__all__ = ["json_text", "without_gc", "write_message"]
 
 T = TypeVar("T")
 
@@ -50,8 +50,21 @@ def write_message(
     header["objects"] = encoded.objects
     if encoded.vt_global is not None:
         header["vt_global"] = encoded.vt_global
+    text = json_text(header, limits)
+    if not encoded.media:
+        return [text]
+    return [text, *media_frames(encoded.media, request_id, limits.max_media_bytes)]
+
+
+def json_text(message: dict[str, object], limits: Limits) -> str:
+    """``message`` as the JSON text of one frame.
+
+    Raises:
+        SerializationError: orjson refused a value (e.g. a lone surrogate in a str), or
+            the text is over the frame limit.
+    """
     try:
-        text = orjson.dumps(header)
+        text = orjson.dumps(message)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise SerializationError(str(exc)) from None
     if len(text) > limits.max_frame_bytes:
@@ -59,7 +72,7 @@ def write_message(
             f"message of {len(text)} bytes is over the frame limit of"
             f" {limits.max_frame_bytes} bytes (send large data as Media)"
         )
-    return [text.decode(), *media_frames(encoded.media, request_id, limits.max_media_bytes)]
+    return text.decode()
 
 
 def without_gc(work: Callable[..., T], *args: object) -> T:

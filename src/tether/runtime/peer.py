@@ -184,7 +184,8 @@ class Peer(Handshake):
                 assert type(call) is Call
                 job = self._start_call_locked(call, target)
             self._write_locked()  # the protocol's own replies (UNCACHE, a refusal)
-        self._notify_stopped()  # a DECACHE may have ended an observation
+        if self.connection.caches.stopped:  # a DECACHE ended an observation
+            self._notify_stopped()
         return job, None
 
     def _act_now(self, events: list[Event]) -> None:
@@ -255,8 +256,10 @@ class Peer(Handshake):
                 self._write(frame)
 
     def _schedule_flush_locked(self) -> None:
-        if self._write is not None:
-            self._write_locked()
+        write = self._write
+        if write is not None:
+            for frame in self.connection.frames_to_send():
+                write(frame)
             return
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_forever())
@@ -360,10 +363,12 @@ class Peer(Handshake):
                 updates = collect_updates(call.capabilities)
             except Exception as exc:
                 error = exc
+        failures = None
         with self._guard:
             if self.closed:
                 return
-            failures = self._outbox.send_locked()  # call_remote's queue first: see Outbox
+            if self._outbox.queue:  # call_remote's queue first: see Outbox
+                failures = self._outbox.send_locked()
             if error is None:
                 try:
                     self.connection.send_response(call.id, result, updates=updates)
@@ -373,8 +378,10 @@ class Peer(Handshake):
                 self._reply_error_locked(call, error)
             else:
                 self._schedule_flush_locked()
-        deliver(failures)
-        self._notify_stopped()
+        if failures:
+            deliver(failures)
+        if self.connection.caches.stopped:
+            self._notify_stopped()
 
     def _builtin_locked(self, call: Call) -> None:
         """Tether's own requests (see :mod:`tether.runtime.builtins`)."""

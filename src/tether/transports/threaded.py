@@ -147,8 +147,10 @@ class Overseer:
         return True
 
     def disarm(self, fd: int) -> None:
-        with contextlib.suppress(OSError, ValueError):  # stopped, or the fd is gone
+        try:  # not contextlib.suppress: this runs twice a call
             self._epoll.unregister(fd)
+        except (OSError, ValueError):  # stopped, or the fd is gone
+            return
 
     def _run(self) -> None:
         poll = self._epoll.poll
