@@ -483,11 +483,11 @@ class _FacadeClient:
 
 
 class _SyncCaller:
+    call: Callable[[str, tuple[object, ...], dict[str, object]], object]
+
     def __init__(self, client: Any) -> None:
         self.client = client
-
-    def call(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-        return self.client.call(name, *args, **kwargs)
+        self.call = client.call_values  # bound once: server.call goes straight to it
 
     async def acall(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         return await self.client.acall(name, *args, **kwargs)

@@ -420,7 +420,8 @@ class AsyncClient(Receiving):
                     error = None
         if failures:
             deliver(failures)
-        self._notify_stopped()
+        if self.connection.caches.stopped:
+            self._notify_stopped()
         if error is not None:
             future.set_exception(error)
 

@@ -90,7 +90,8 @@ class Receiving(CacheHolder):
             for _, answer in answers:
                 del self._pending[answer.id]
             self._flush_locked()  # the protocol's own replies
-        self._notify_stopped()
+        if self.connection.caches.stopped:
+            self._notify_stopped()
         for waiter, answer in answers:
             if self.deadlines.armed:
                 assert self._loop is not None

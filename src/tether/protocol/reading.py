@@ -121,7 +121,8 @@ class Reader:
                 raise RemoteProtocolError("CALL before authentication")
             self._receive_call(message)
         elif kind is None and "id" in message and ("response" in message or "error" in message):
-            self._require_open("response")
+            if self.state is not State.OPEN:
+                raise RemoteProtocolError("response before authentication")
             self._receive_answer(message)
         elif kind == "CHUNK_HEADER":
             self._receive_chunk_header(message)
