@@ -237,7 +237,7 @@ class Dispatcher:
         for pattern, peer in reversed(self._peer_patterns):
             if pattern.fullmatch(name):
                 return peer
-        return self.functions.get(name)
+        return self.functions.functions.get(name)
 
     # -- running ------------------------------------------------------------------------
 
