@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -124,3 +126,27 @@ async def test_unreachable_server_is_app_offline() -> None:
             await AsyncClient("ws://127.0.0.1:9/_/ws", open_timeout=2).connect()
     with pytest.raises(ValueError, match="not a server URL"):
         AsyncClient("ftp://example")
+
+
+def test_closing_a_client_that_never_connected_leaves_no_unretrieved_error() -> None:
+    script = """
+import asyncio
+from tether.client import AsyncClient
+from tether.errors import AppOfflineError
+
+async def main():
+    client = AsyncClient("ws://127.0.0.1:9/_/ws", open_timeout=2, reconnect=False)
+    try:
+        await client.connect()
+    except AppOfflineError as exc:
+        print(exc)
+    await client.close()  # fails what waited on the connection: nothing did
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cannot connect" in done.stdout
+    assert "never retrieved" not in done.stderr

@@ -524,6 +524,7 @@ class AsyncClient(Receiving):
         self._outbox.fail_all(DeadReferenceError(f"the connection of this mirror closed: {reason}"))
         if self._auth is not None and not self._auth.done():
             self._auth.set_exception(AppOfflineError(reason))
+            self._auth.exception()  # retrieved: after a failed connect, nobody awaits it
         self.deadlines.cancel_all()
         for future in pending.values():
             if not future.done():
