@@ -487,7 +487,7 @@ class _SyncCaller:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.call = client.call_values  # bound once: server.call goes straight to it
+        self.call = client._call_values  # bound once: server.call goes straight to it
 
     async def acall(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         return await self.client.acall(name, *args, **kwargs)

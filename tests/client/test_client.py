@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -150,3 +152,41 @@ asyncio.run(main())
     assert done.returncode == 0, done.stderr
     assert "cannot connect" in done.stdout
     assert "never retrieved" not in done.stderr
+
+
+def test_a_blocking_call_from_the_clients_own_loop_is_refused_only_while_it_runs(
+    url: str,
+) -> None:
+    client = Client(url)
+    refused: concurrent.futures.Future[BaseException] = concurrent.futures.Future()
+
+    def from_the_loop() -> None:
+        try:
+            client.call("echo", 1)
+        except BaseException as exc:
+            refused.set_result(exc)
+
+    client._loop.call_soon_threadsafe(from_the_loop)
+    assert isinstance(refused.result(TIMEOUT), RuntimeError)
+    assert "would deadlock" in str(refused.result())
+    loop_thread = client._thread.ident
+    client.close()
+
+    # Linux reuses a dead thread's ident: a thread that gets the loop thread's is not it.
+    def call_after_close(ident: list[int], outcome: list[BaseException]) -> None:
+        ident.append(threading.get_ident())
+        try:
+            client.call("echo", 2)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    for _ in range(20):
+        ident: list[int] = []
+        outcome: list[BaseException] = []
+        thread = threading.Thread(target=call_after_close, args=(ident, outcome))
+        thread.start()
+        thread.join(TIMEOUT)
+        assert isinstance(outcome[0], server.AppOfflineError)
+        assert "the client was closed" in str(outcome[0])
+        if ident[0] == loop_thread:
+            break

@@ -55,6 +55,23 @@ class Video:
         self.title = title
 
 
+@REGISTRY.decorator("proto.GcProbe")
+class GcProbe:
+    """Notes whether the garbage collector was running while it was built."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __serialize__(self, global_data: GlobalData) -> object:
+        return self.label
+
+    def __deserialize__(self, data: object, global_data: GlobalData) -> None:
+        import gc
+
+        self.label = data
+        self.gc_was_running = gc.isenabled()
+
+
 @REGISTRY.decorator("proto.Counted")
 class Counted:
     def __init__(self, label: str) -> None:
@@ -1014,6 +1031,17 @@ def test_a_late_answer_with_bad_media_entries_is_dropped_quietly() -> None:
     client.receive_frame(orjson.dumps(bad).decode())
     assert client.events_received() == []
     assert client.state is State.OPEN
+
+
+def test_only_a_frame_over_small_frame_is_decoded_with_the_collector_paused() -> None:
+    client, server = open_pair()
+    client.send_call("f", [GcProbe("small")], {})
+    client.send_call("f", [GcProbe("x" * SMALL_FRAME)], {})
+    small, big = relay(client, server)
+    assert isinstance(small, Call)
+    assert isinstance(big, Call)
+    assert small.args[0].gc_was_running  # too few objects to matter: no pause
+    assert not big.args[0].gc_was_running
 
 
 def test_the_garbage_collector_is_paused_only_while_decoding_and_encoding() -> None:

@@ -302,6 +302,8 @@ class AsyncClient(Receiving):
             reconnecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reconnecting
+        if self._closed_reason is None:  # before the transport reports its own end
+            self._closed_reason = "the client was closed"
         if self._ws is not None:
             await self._ws.close()
         self._lost("the client was closed")
@@ -384,8 +386,8 @@ class AsyncClient(Receiving):
                 raise
             deadline = None if timeout is None else time.monotonic() + timeout
             return reading.wait(waiter, deadline, lead)
-        if self._ws is not None and self._ws.threadsafe_send:
-            self.start_call(name, args, kwargs, waiter, timeout)
+        if (self._ws is not None and self._ws.threadsafe_send) or self._loop.is_closed():
+            self.start_call(name, args, kwargs, waiter, timeout)  # closed: it fails at once
         else:
             self._loop.call_soon_threadsafe(self.start_call, name, args, kwargs, waiter, timeout)
         return waiter.result()

@@ -58,11 +58,15 @@ class Client:
 
     def call(self, name: str, *args: object, **kwargs: object) -> object:
         """Calls server function ``name``, blocking until it returns; see AsyncClient.call."""
-        return self.call_values(name, args, kwargs)
+        return self._call_values(name, args, kwargs)
 
-    def call_values(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
-        """:meth:`call` with the arguments as a tuple and a dict (``server.call``'s path)."""
-        if threading.get_ident() == self._loop_thread:
+    def _call_values(
+        self, name: str, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> object:
+        """:meth:`call` with the arguments as they are (``server.call`` comes here)."""
+        # get_ident(), not current_thread(): cheaper; is_alive(): an ident is reused
+        # once its thread ended, and the loop thread ends when the client closes.
+        if threading.get_ident() == self._loop_thread and self._thread.is_alive():
             raise RuntimeError("Client.call() from the client's own loop would deadlock; use acall")
         return self.aio.call_blocking(name, args, kwargs)
 

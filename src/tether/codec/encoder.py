@@ -25,7 +25,7 @@ from tether.codec.paths import format_path
 from tether.codec.registry import DisabledGlobalData, GlobalData, PortableClass, PortableRegistry
 from tether.errors import SerializationError
 
-__all__ = ["EncodedValues", "Encoder", "encode_values", "format_datetime"]
+__all__ = ["EncodedValues", "Encoder", "all_plain", "encode_values", "format_datetime"]
 
 INT_LIMIT = 2_147_483_647
 INF = float("inf")
@@ -159,8 +159,17 @@ def _flat_run_py(
 
 
 def all_plain(values: dict[str, object]) -> bool:
-    """True if each value is plain, or a list, tuple or str-keyed dict of plain values:
-    JSON carries them as they are. (:func:`_plain` written out: this runs on every message.)"""
+    """Whether JSON carries ``values`` as they are, with nothing to encode.
+
+    Args:
+        values: a message's values (``{"args": [...], "kwargs": {...}}``, say).
+
+    Returns:
+        True if each value is plain (None, bool, str, an int within ±2**31-1, a finite
+        float), or a list, tuple or str-keyed dict of plain values.
+    """
+    # _plain written out (this runs on every message). Any: mypy does not narrow on
+    # ``type(e) is int``, and the checks below are what makes each value safe.
     each: Iterable[Any] = values.values()
     for v in each:
         t = type(v)

@@ -83,10 +83,10 @@ class Reader:
     def receive_frame(self, frame: Frame) -> None:
         """Reads one frame; then call :meth:`events_received` and :meth:`frames_to_send`.
 
-        The cyclic garbage collector is paused while a frame of more than
-        :data:`SMALL_FRAME` characters is decoded: a decoded tree and the objects built
-        from it hold no cycles, and an object-heavy message would otherwise set off
-        collections that walk every object of the process.
+        The cyclic garbage collector is paused while a text frame of more than
+        :data:`SMALL_FRAME` characters (or a binary one) is decoded: a decoded tree and
+        the objects built from it hold no cycles, and an object-heavy message would
+        otherwise set off collections that walk every object of the process.
 
         Raises:
             RemoteProtocolError: the peer broke the protocol; close this connection.

@@ -363,7 +363,7 @@ class Peer(Handshake):
                 updates = collect_updates(call.capabilities)
             except Exception as exc:
                 error = exc
-        failures = None
+        failures: list[tuple[RemoteFuture, BaseException]] | None = None
         with self._guard:
             if self.closed:
                 return
