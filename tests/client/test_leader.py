@@ -40,14 +40,20 @@ def served() -> Iterator[testing.ServerURL]:
         yield url
 
 
+@pytest.fixture(params=["tcp", "ws"])
+def url(request: pytest.FixtureRequest, served: testing.ServerURL) -> str:
+    """The server's TCP port, or its WebSocket (plain ws://: callers read it too)."""
+    return served.tcp if request.param == "tcp" else str(served)
+
+
 def _reading(client: Client) -> str:
     reading = client.aio._reading
     assert reading is not None, "callers do not read this connection"
     return reading._who.name
 
 
-def test_a_caller_reads_its_own_answer(served: testing.ServerURL) -> None:
-    with Client(served.tcp) as client:
+def test_a_caller_reads_its_own_answer(url: str, served: testing.ServerURL) -> None:
+    with Client(url) as client:
         reading = client.aio._reading
         assert reading is not None
         readers: list[str] = []
@@ -62,14 +68,12 @@ def test_a_caller_reads_its_own_answer(served: testing.ServerURL) -> None:
             assert client.call("echo", n) == n
             assert _reading(client) == "NOBODY"  # no one reads between calls: no loop
         assert readers == ["MainThread"] * 20  # each answer read by its own caller
-    with Client(served) as ws:  # a WebSocket: the loop reads
-        assert ws.aio._reading is None
-        assert ws.call("echo", 1) == 1
+    with Client(served, caller_reads=False) as loop_read:  # the loop reads
+        assert loop_read.aio._reading is None
+        assert loop_read.call("echo", 1) == 1
 
 
-def test_threads_sharing_a_connection_each_get_their_answers(
-    served: testing.ServerURL,
-) -> None:
+def test_threads_sharing_a_connection_each_get_their_answers(url: str) -> None:
     results: dict[int, list[object]] = {}
 
     def run(me: int) -> None:
@@ -78,7 +82,7 @@ def test_threads_sharing_a_connection_each_get_their_answers(
     async def coroutines() -> list[object]:  # a coroutine's calls: the loop reads those
         return list(await asyncio.gather(*(client.acall("echo", n) for n in range(50))))
 
-    with Client(served.tcp) as client:
+    with Client(url) as client:
         threads = [threading.Thread(target=run, args=(me,)) for me in range(8)]
         for thread in threads:
             thread.start()
@@ -91,9 +95,9 @@ def test_threads_sharing_a_connection_each_get_their_answers(
 
 
 def test_pushes_arrive_while_nobody_reads_and_while_a_caller_does(
-    served: testing.ServerURL,
+    url: str, served: testing.ServerURL
 ) -> None:
-    with Client(served.tcp) as client, Client(served) as other:
+    with Client(url) as client, Client(served) as other:
         cap = client.call("cap_mint", ["leader", 1])
         got: list[object] = []
         cap.set_update_handler(got.append)  # type: ignore[attr-defined]
@@ -102,34 +106,36 @@ def test_pushes_arrive_while_nobody_reads_and_while_a_caller_does(
         wait_until(lambda: got == ["while idle"], "the first push")
         # A push sent while this thread reads, waiting for its own (blocked) call:
         other.call("cap_publish_later", ["leader", 1], "while reading", 0.05)
-        thread = threading.Thread(target=other.call, args=("threads.release", "push"))
+        key = f"push {url}"  # a key per test run: a released one stays released
+        thread = threading.Thread(target=other.call, args=("threads.release", key))
         timer = threading.Timer(0.3, thread.start)
         timer.start()
-        assert str(client.call("threads.block", "push")).startswith("tether-")
+        assert str(client.call("threads.block", key)).startswith("tether-")
         timer.join(TIMEOUT)
         thread.join(TIMEOUT)
         wait_until(lambda: got == ["while idle", "while reading"], "the second push")
         assert client.call("echo", "after") == "after"
 
 
-def test_the_server_calls_back_while_its_caller_reads(served: testing.ServerURL) -> None:
+def test_the_server_calls_back_while_its_caller_reads(url: str) -> None:
     functions = FunctionRegistry()
 
     def leader_triple(x: int) -> int:
         return 3 * x
 
     functions.register(leader_triple)
-    with Client(served.tcp, KEY, register=True, functions=functions) as client:
+    with Client(url, KEY, register=True, functions=functions) as client:
         for n in range(5):  # the server's CALL arrives while this thread reads
             assert client.call("call_peer", "leader_triple", n) == 3 * n
         assert client.call("echo", "still reading") == "still reading"
 
 
-def test_a_call_timeout_while_a_caller_reads(served: testing.ServerURL) -> None:
-    with Client(served.tcp, call_timeout=0.3) as client, Client(served) as other:
+def test_a_call_timeout_while_a_caller_reads(url: str, served: testing.ServerURL) -> None:
+    key = f"timeout {url}"  # a key per test run: a released one stays released
+    with Client(url, call_timeout=0.3) as client, Client(served) as other:
         with pytest.raises(CallTimeoutError, match=r"within 0\.3 s"):
-            client.call("threads.block", "timeout")
-        other.call("threads.release", "timeout")
+            client.call("threads.block", key)
+        other.call("threads.release", key)
         assert client.call("echo", "on time") == "on time"
         # the late answer to the call given up on may come while nobody reads: the loop
         # reads it, then gives reading back

@@ -56,6 +56,7 @@ from tether.protocol import (
 from tether.transports.tcp import FramedStream, open_tcp
 from tether.transports.threaded import Handoff, Overseer
 from tether.transports.websocket import WebSocket, open_websocket
+from tether.transports.wsstream import open_ws_stream
 
 __all__ = ["AsyncClient", "Waiter", "websocket_url"]
 
@@ -216,9 +217,14 @@ class AsyncClient(Receiving):
                     )
                     compact = True  # only Tether serves this path
                 else:
-                    ws, subprotocol = await open_websocket(
-                        self.url, [SUBPROTOCOL], max_size, self._receive, lost
-                    )
+                    if self.caller_reads and urlsplit(self.url).scheme == "ws":
+                        ws, subprotocol = await open_ws_stream(  # callers read it too
+                            self.url, [SUBPROTOCOL], max_size, self._receive, lost, self._broken
+                        )
+                    else:
+                        ws, subprotocol = await open_websocket(
+                            self.url, [SUBPROTOCOL], max_size, self._receive, lost
+                        )
                     compact = subprotocol == SUBPROTOCOL
                 with self._guard:
                     self._ws = ws

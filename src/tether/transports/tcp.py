@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 from tether.errors import RemoteProtocolError
@@ -36,6 +36,17 @@ SCHEME = "tether"
 OnFrame = Callable[[str | bytes], None]
 OnClose = Callable[[str], None]
 OnError = Callable[[RemoteProtocolError], None]
+
+
+class FrameCutter(Protocol):
+    """Cuts received bytes into frames (any thread, one at a time)."""
+
+    def feed(self, data: bytes) -> list[str | bytes]:
+        """The frames ``data`` completes, in order.
+
+        Raises:
+            RemoteProtocolError: the peer broke the framing.
+        """
 
 
 def tcp_address(url: str) -> tuple[str, int]:
@@ -70,7 +81,7 @@ class FramedStream(asyncio.Protocol):
         *,
         server: bool = False,
     ) -> None:
-        self.reader = FrameReader(max_size, preamble=server)
+        self.reader: FrameCutter = FrameReader(max_size, preamble=server)
         self.on_frame = on_frame
         self.on_close = on_close
         self.on_error = on_error
@@ -97,8 +108,13 @@ class FramedStream(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         self._socket = socket.socket(fileno=os.dup(sock.fileno()))
         self._socket.setblocking(False)  # not socket.getdefaulttimeout()
-        if not self.server:
-            self._write(PREAMBLE)
+        greeting = self.greeting()
+        if greeting:
+            self._write(greeting)
+
+    def greeting(self) -> bytes:
+        """What this side sends first: the client's preamble."""
+        return b"" if self.server else PREAMBLE
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -128,7 +144,11 @@ class FramedStream(asyncio.Protocol):
             sock.close()
         if not self.closed.done():
             self.closed.set_result(None)
-        self.on_close(f"connection lost ({exc or 'closed by the other side'})")
+        self.on_close(self.lost_reason(exc))
+
+    def lost_reason(self, exc: Exception | None) -> str:
+        """Why the connection ended, for ``on_close``."""
+        return f"connection lost ({exc or 'closed by the other side'})"
 
     # -- frames -------------------------------------------------------------------------
 
