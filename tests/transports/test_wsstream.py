@@ -9,7 +9,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from websockets.frames import Frame
+from websockets.exceptions import InvalidStatus
+from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 
 from tests.conftest import TIMEOUT
@@ -71,6 +72,15 @@ async def opened(
     pair: tuple[socket.socket, socket.socket],
 ) -> tuple[WsStream, Server, list[object], list[RemoteProtocolError]]:
     stream, _, seen, errors = new_stream(pair[0])
+    return await accepted(stream, pair, seen, errors)
+
+
+async def accepted(
+    stream: WsStream,
+    pair: tuple[socket.socket, socket.socket],
+    seen: list[object],
+    errors: list[RemoteProtocolError],
+) -> tuple[WsStream, Server, list[object], list[RemoteProtocolError]]:
     server = Server(pair[1])
     [request] = server.read()
     server.ws.send_response(server.ws.accept(request))  # type: ignore[arg-type]
@@ -139,13 +149,26 @@ async def test_threads_sending_at_once_each_send_whole_messages(
 async def test_the_close_handshake_from_the_server(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    stream, server, seen, _ = await opened(pair)
+    stream, _, seen, _ = new_stream(pair[0])
+    transport = stream.transport
+    assert isinstance(transport, SocketTransport)
+    stream, server, seen, _ = await accepted(stream, pair, seen, [])
     server.ws.send_close(1001, "going away")
-    assert stream.reader.feed(server.write()) == []
+    data = server.write()
+    thread = threading.Thread(target=stream.reader.feed, args=(data,))  # a caller reads it
+    thread.start()
+    thread.join(TIMEOUT)
     [answer] = server.read()  # the client answers the close frame
     assert isinstance(answer, Frame)
+    assert answer.opcode is Opcode.CLOSE
+    assert answer.data[:2] == (1001).to_bytes(2, "big")
     stream.send("ignored after close")
+    assert not transport.closing
     await asyncio.sleep(0)  # the loop ends the connection once the handshake is done
+    assert transport.closing
+    server.sock.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        server.sock.recv(100)  # nothing was written after the close frame
     stream.connection_lost(None)
     assert seen == ["connection to the server lost (code 1001, going away)"]
     assert stream.closed.done()
@@ -157,17 +180,47 @@ async def test_close_sends_a_close_frame(pair: tuple[socket.socket, socket.socke
     await asyncio.sleep(0)  # it writes the close frame first thing
     [close] = server.read()
     assert isinstance(close, Frame)
+    assert close.opcode is Opcode.CLOSE
+    assert close.data == (1000).to_bytes(2, "big") + b"bye"
     await closing  # nobody ends the connection here: it is cut off after ``wait``
 
 
 async def test_bad_data_from_the_server_is_a_protocol_error(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    stream, _, _, errors = await opened(pair)
+    stream, server, _, errors = await opened(pair)
     with pytest.raises(RemoteProtocolError, match="bad WebSocket data"):
         stream.reader.feed(b"\x8f\x00")  # a frame with a reserved opcode
-    stream.data_received(b"\x8f\x00")  # on the loop: reported, and the stream closes
+    [close] = server.read()  # the client said why before giving up
+    assert isinstance(close, Frame)
+    assert close.opcode is Opcode.CLOSE
+    assert close.data[:2] == (1002).to_bytes(2, "big")
+    transport = stream.transport
+    assert isinstance(transport, SocketTransport)
+    stream.data_received(b"\x8f\x00")  # on the loop: reported, and the stream ends
     assert len(errors) == 1
+    assert transport.aborted
+
+
+async def test_a_text_message_that_is_not_utf8_is_a_protocol_error(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    stream, server, _, _ = await opened(pair)
+    server.ws.send_text(b"\xff")
+    with pytest.raises(RemoteProtocolError, match="not UTF-8"):
+        stream.reader.feed(server.write())
+
+
+async def test_a_message_over_max_size_is_a_protocol_error(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    stream, server, _, _ = await opened(pair)
+    server.ws.send_text(b"x" * (2 << 10))  # the stream takes 1 KiB
+    with pytest.raises(RemoteProtocolError, match="bad WebSocket data"):
+        stream.reader.feed(server.write())
+    [close] = server.read()
+    assert isinstance(close, Frame)
+    assert close.data[:2] == (1009).to_bytes(2, "big")  # message too big
 
 
 async def test_a_refused_handshake_fails_opened(
@@ -175,8 +228,19 @@ async def test_a_refused_handshake_fails_opened(
 ) -> None:
     stream, _, _, _ = new_stream(pair[0])
     stream.data_received(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-    with pytest.raises(Exception, match="403"):
+    with pytest.raises(InvalidStatus, match="403"):
         await stream.opened
+
+
+async def test_an_answer_that_is_not_http_names_the_reason(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    stream, _, seen, _ = new_stream(pair[0])
+    stream.data_received(b"SSH-2.0-not a web server\r\n\r\n")
+    stream.connection_lost(None)
+    with pytest.raises(ConnectionError, match="during the handshake"):
+        await stream.opened
+    assert "closed without a close frame" not in str(seen[0])
 
 
 async def test_connection_lost_during_the_handshake(

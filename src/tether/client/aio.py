@@ -89,9 +89,10 @@ class AsyncClient(Receiving):
             dead network: calls in flight then fail and reconnecting starts). None: off.
         hello_extra: more fields for the handshake (Tether's own use: a background
             task's process names its task).
-        caller_reads: over ``tether://``, a thread blocked in :meth:`call_blocking` reads
-            its answer itself (see :mod:`tether.client.leader`); the sync ``Client``
-            turns it on. Otherwise the loop reads.
+        caller_reads: over ``tether://`` and plain ``ws://``, a thread blocked in
+            :meth:`call_blocking` writes its call and reads its answer itself (see
+            :mod:`tether.client.leader`); the sync ``Client`` turns it on. Otherwise, and
+            over ``wss://``, the loop reads.
     """
 
     def __init__(
@@ -377,7 +378,8 @@ class AsyncClient(Receiving):
     ) -> object:
         """Calls from any thread but the loop's and blocks until the answer (the sync path).
 
-        On the TCP path this thread writes the CALL itself; on a WebSocket the loop does.
+        Over ``tether://`` and plain ``ws://`` this thread writes the CALL itself; over a
+        loop-driven WebSocket (``wss://``, or without ``caller_reads``) the loop does.
         """
         assert self._loop is not None, "not connected"
         waiter = Waiter()

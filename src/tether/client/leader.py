@@ -1,8 +1,9 @@
-"""A sync client's TCP connection read by the threads blocked in calls (leader/follower).
+"""A sync client's connection read by the threads blocked in calls (leader/follower).
 
-Over a WebSocket, a blocking call costs the client two wake-ups: the event loop wakes for
-the answer, then wakes the caller. On the TCP path the caller reads its answer itself, as
-an RPyC client does, so it wakes once; the loop is not involved:
+Read by the event loop, a blocking call costs the client two wake-ups: the loop wakes for
+the answer, then wakes the caller. Over ``tether://`` and plain ``ws://`` (a
+:class:`~tether.transports.tcp.FramedStream`) the caller reads its answer itself, as an
+RPyC client does, so it wakes once; the loop is not involved:
 
 * the first caller to wait becomes the *leader*: it reads the connection, hands each answer
   to the caller that waits for it, and everything else (the server's calls to this

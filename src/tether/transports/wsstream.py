@@ -56,6 +56,7 @@ class WsStream(FramedStream):
         self._ws_lock = threading.Lock()
         self._fragments: list[bytes] = []
         self._fragment_text = False
+        self._ending = False  # the close handshake is done: the loop ends the connection
 
     def greeting(self) -> bytes:
         with self._ws_lock:
@@ -78,11 +79,16 @@ class WsStream(FramedStream):
             self._flush_locked()
             error = ws.parser_exc
         messages: list[str | bytes] = []
-        for event in events:
-            if isinstance(event, Frame):
-                self._message(event, messages)
-            elif isinstance(event, Response):
-                self._answered(event)
+        try:
+            for event in events:
+                if isinstance(event, Frame):
+                    self._message(event, messages)
+                elif isinstance(event, Response):
+                    self._answered(event)
+        except UnicodeDecodeError as exc:  # websockets leaves text frames unchecked
+            raise RemoteProtocolError(
+                f"a text message from the server is not UTF-8: {exc}"
+            ) from None
         if error is not None:
             raise RemoteProtocolError(f"bad WebSocket data from the server: {error}")
         return messages
@@ -132,7 +138,8 @@ class WsStream(FramedStream):
         for data in self.ws.data_to_send():
             if data:
                 self._write(data)
-        if self.ws.close_expected():  # the close handshake is done: end the connection
+        if self.ws.close_expected() and not self._ending:  # the close handshake is done
+            self._ending = True
             with contextlib.suppress(RuntimeError):  # the loop closed: it is over anyway
                 self.loop.call_soon_threadsafe(self.close_soon)
 
@@ -146,16 +153,28 @@ class WsStream(FramedStream):
 
     # -- the end ------------------------------------------------------------------------
 
-    def lost_reason(self, exc: Exception | None) -> str:
-        received = self.ws.close_rcvd
-        if received is not None:
-            reason = f"code {received.code}" + (f", {received.reason}" if received.reason else "")
-        else:
-            reason = str(exc) if exc is not None else "closed without a close frame"
+    def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
-            error = ConnectionError(f"connection closed during the handshake ({reason})")
-            self.opened.set_exception(error)
-        return f"connection to the server lost ({reason})"
+            reason = self._why(exc)
+            self.opened.set_exception(
+                ConnectionError(f"connection closed during the handshake ({reason})")
+            )
+        super().connection_lost(exc)
+
+    def lost_reason(self, exc: Exception | None) -> str:
+        return f"connection to the server lost ({self._why(exc)})"
+
+    def _why(self, exc: Exception | None) -> str:
+        with self._ws_lock:  # a caller may be reading the close frame right now
+            received = self.ws.close_rcvd
+            refused = self.ws.handshake_exc
+        if received is not None:
+            return f"code {received.code}" + (f", {received.reason}" if received.reason else "")
+        if exc is not None:
+            return str(exc)
+        if refused is not None:  # an answer to the upgrade that was not HTTP
+            return f"{type(refused).__name__}: {refused}"
+        return "closed without a close frame"
 
 
 async def open_ws_stream(
