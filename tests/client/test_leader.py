@@ -424,6 +424,54 @@ def test_an_interrupted_reader_hands_reading_to_the_next_caller(
     reading.loop_close()
 
 
+def test_a_promoted_reader_whose_call_failed_leaves_the_next_reader_alone(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A remote error is the call's outcome, not an interruption: the thread that read it
+    hands reading on once, and never again from under the reader it woke."""
+    first, failing, last = Waiter(), Waiter(), Waiter()
+
+    def receive(frame: str | bytes) -> Callable[[], None] | None:
+        if frame == "first":
+            first.set_result("first")
+        elif frame == "failing":
+            failing.set_exception(ValueError("raised by the server function"))
+        else:
+            last.set_result(frame)
+        return None
+
+    reading, _, _ = _reading_on(pair[0], receive)
+    assert reading.enter(first)
+    assert not reading.enter(failing)
+    assert not reading.enter(last)
+    errors: list[BaseException] = []
+    answers: list[object] = []
+
+    def wait_failing() -> None:
+        try:
+            reading.wait(failing, None, False)
+        except ValueError as exc:
+            errors.append(exc)
+
+    failing_thread = threading.Thread(target=wait_failing)
+    last_thread = threading.Thread(target=lambda: answers.append(reading.wait(last, None, False)))
+    failing_thread.start()
+    last_thread.start()
+    pair[1].sendall(pack_frame("first"))
+    assert reading.wait(first, None, True) == "first"  # then the failing caller reads
+    pair[1].sendall(pack_frame("failing"))  # it reads its error and wakes the last one
+    failing_thread.join(TIMEOUT)
+    assert [str(e) for e in errors] == ["raised by the server function"]
+    assert reading._who.name == "CALLER"  # the last caller reads now: nobody took it back
+    newcomer = Waiter()
+    assert not reading.enter(newcomer)  # so a new caller follows instead of reading too
+    assert newcomer.abandon()  # (and gives up: nobody waits on it here)
+    pair[1].sendall(pack_frame("last"))
+    last_thread.join(TIMEOUT)
+    assert answers == ["last"]
+    reading.loop_close()
+
+
 def test_an_interrupted_follower_is_never_promoted(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:

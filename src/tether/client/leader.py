@@ -116,6 +116,8 @@ class CallerReading:
 
         Interrupted (``KeyboardInterrupt`` in the reading thread, say), it first hands
         reading on, so the other callers and the loop are never left without a reader.
+        The call's own error is raised once reading is settled, outside that path: it is
+        an outcome, not an interruption.
         """
         reading = lead
         try:
@@ -123,15 +125,16 @@ class CallerReading:
                 if not reading:
                     waiter.wait()
                     if not waiter.promoted:
-                        return waiter.outcome()
+                        break
                     reading = True
                 done = self._lead(waiter, deadline)
                 reading = False  # it handed reading on (done), or the loop reads now
                 if done:
-                    return waiter.outcome()
+                    break
         except BaseException:
             self.leave(waiter, reading)
             raise
+        return waiter.outcome()
 
     def leave(self, waiter: Waiter, reading: bool) -> None:
         """A caller gives up (interrupted): hands reading on if it had it (or was just
@@ -157,6 +160,7 @@ class CallerReading:
                         return True  # the loop gave it its answer already
                     self._followers.append(waiter)
                     return False
+        waiter.promoted = False  # done leading: it must never hand reading on again
         self._hand_over()
         return True
 
