@@ -15,6 +15,8 @@ from tests.conftest import TIMEOUT
 from tether import server, testing
 from tether.client import AsyncClient, Client
 from tether.functions import FunctionRegistry
+from tether.transports.websocket import WebSocket
+from tether.transports.wsstream import WsStream
 
 KEY = "client-test-key"
 
@@ -190,3 +192,16 @@ def test_a_blocking_call_from_the_clients_own_loop_is_refused_only_while_it_runs
         assert "the client was closed" in str(outcome[0])
         if ident[0] == loop_thread:
             break
+
+
+async def test_which_websocket_each_client_gets(url: str) -> None:
+    """A sync client's callers read plain ws:// themselves; AsyncClient's loop reads it."""
+    async with AsyncClient(url) as aio:
+        assert type(aio._ws) is WebSocket
+        assert aio._reading is None
+    sync = await asyncio.to_thread(Client, url)
+    try:
+        assert type(sync.aio._ws) is WsStream
+        assert sync.aio._reading is not None
+    finally:
+        await asyncio.to_thread(sync.close)
