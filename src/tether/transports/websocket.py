@@ -19,10 +19,51 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-__all__ = ["WebSocket", "open_websocket"]
+__all__ = ["Fragments", "WebSocket", "open_websocket", "queue_message"]
 
 OnFrame = Callable[[str | bytes], None]
 OnClose = Callable[[str], None]
+
+
+class Fragments:
+    """Whole messages out of data frames: a message may come in fragments."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._text = False
+
+    def message(self, frame: Frame) -> str | bytes | None:
+        """The message ``frame`` completes (str for text), or None.
+
+        Raises:
+            UnicodeDecodeError: a text message that is not UTF-8.
+        """
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                data = bytes(frame.data)
+                return data.decode() if opcode is Opcode.TEXT else data
+            self._parts = [bytes(frame.data)]
+            self._text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            self._parts.append(bytes(frame.data))
+            if frame.fin:
+                data = b"".join(self._parts)
+                self._parts = []
+                return data.decode() if self._text else data
+        return None  # a control frame, or a fragment of a message still coming
+
+
+def queue_message(ws: ClientProtocol, frame: str | bytes) -> bool:
+    """Queues one message on ``ws`` (text for str, binary for bytes); False (and nothing
+    queued) once it is closing."""
+    if ws.state is not State.OPEN:
+        return False
+    if isinstance(frame, str):
+        ws.send_text(frame.encode())
+    else:
+        ws.send_binary(frame)
+    return True
 
 
 class WebSocket(asyncio.Protocol):
@@ -45,8 +86,7 @@ class WebSocket(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[str | None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
-        self._fragments: list[bytes] = []
-        self._fragment_text = False
+        self._fragments = Fragments()
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -91,30 +131,14 @@ class WebSocket(asyncio.Protocol):
         self.opened.set_result(response.headers.get("Sec-WebSocket-Protocol"))
 
     def _frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if frame.fin:
-                data = bytes(frame.data)
-                self.on_frame(data.decode() if opcode is Opcode.TEXT else data)
-                return
-            self._fragments = [bytes(frame.data)]
-            self._fragment_text = opcode is Opcode.TEXT
-        elif opcode is Opcode.CONT:
-            self._fragments.append(bytes(frame.data))
-            if frame.fin:
-                data = b"".join(self._fragments)
-                self._fragments = []
-                self.on_frame(data.decode() if self._fragment_text else data)
+        message = self._fragments.message(frame)
+        if message is not None:
+            self.on_frame(message)
 
     def send(self, frame: str | bytes) -> None:
         """Sends one message (text for str, binary for bytes); a no-op once closing."""
-        if self.ws.state is not State.OPEN:
-            return
-        if isinstance(frame, str):
-            self.ws.send_text(frame.encode())
-        else:
-            self.ws.send_binary(frame)
-        self._flush()
+        if queue_message(self.ws, frame):
+            self._flush()
 
     def _flush(self) -> None:
         transport = self.transport

@@ -18,7 +18,7 @@ import contextlib
 import threading
 
 from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
+from websockets.frames import Frame
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.typing import Subprotocol
@@ -27,6 +27,7 @@ from websockets.uri import parse_uri
 from tether._pool import on_loop
 from tether.errors import RemoteProtocolError
 from tether.transports.tcp import FramedStream, OnClose, OnError, OnFrame
+from tether.transports.websocket import Fragments, queue_message
 
 __all__ = ["WsStream", "open_ws_stream"]
 
@@ -54,8 +55,7 @@ class WsStream(FramedStream):
         self.opened: asyncio.Future[str | None] = self.loop.create_future()
         """The subprotocol the server chose, once the handshake is done."""
         self._ws_lock = threading.Lock()
-        self._fragments: list[bytes] = []
-        self._fragment_text = False
+        self._fragments = Fragments()
         self._ending = False  # the close handshake is done: the loop ends the connection
 
     def greeting(self) -> bytes:
@@ -82,7 +82,9 @@ class WsStream(FramedStream):
         try:
             for event in events:
                 if isinstance(event, Frame):
-                    self._message(event, messages)
+                    message = self._fragments.message(event)
+                    if message is not None:
+                        messages.append(message)
                 elif isinstance(event, Response):
                     self._answered(event)
         except UnicodeDecodeError as exc:  # websockets leaves text frames unchecked
@@ -92,22 +94,6 @@ class WsStream(FramedStream):
         if error is not None:
             raise RemoteProtocolError(f"bad WebSocket data from the server: {error}")
         return messages
-
-    def _message(self, frame: Frame, messages: list[str | bytes]) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if frame.fin:
-                data = bytes(frame.data)
-                messages.append(data.decode() if opcode is Opcode.TEXT else data)
-                return
-            self._fragments = [bytes(frame.data)]
-            self._fragment_text = opcode is Opcode.TEXT
-        elif opcode is Opcode.CONT:
-            self._fragments.append(bytes(frame.data))
-            if frame.fin:
-                data = b"".join(self._fragments)
-                self._fragments = []
-                messages.append(data.decode() if self._fragment_text else data)
 
     def _answered(self, response: Response) -> None:
         """The server's answer to the upgrade request (it comes before any caller
@@ -125,13 +111,8 @@ class WsStream(FramedStream):
     def send(self, frame: str | bytes) -> None:
         """Sends one message (text for str, binary for bytes); a no-op once closing."""
         with self._ws_lock:
-            if self.ws.state is not State.OPEN:
-                return
-            if isinstance(frame, str):
-                self.ws.send_text(frame.encode())
-            else:
-                self.ws.send_binary(frame)
-            self._flush_locked()
+            if queue_message(self.ws, frame):
+                self._flush_locked()
 
     def _flush_locked(self) -> None:
         """Writes what the protocol queued, in order (under ``_ws_lock``)."""
