@@ -80,6 +80,7 @@ def test_flat_dicts_agrees_with_the_python_version(rows: list[dict[str, object]]
         ([Item(a=1), Item(a="x", b=None, c=True)], True),
         ((Item(a=1.5), Item(a=[1, "x", None, False])), True),  # a tuple of objects too
         ([Item(a=(1, 2))], True),
+        ([Item(a=[1.5, -0.0, 2])], True),  # finite floats in a list
         ([Item(a=1), SubItem(a=1)], False),  # exactly one class
         ([Item(a=1), 1], False),
         ([Item(a=math.nan)], False),
@@ -95,6 +96,7 @@ def test_flat_dicts_agrees_with_the_python_version(rows: list[dict[str, object]]
         "plain",
         "tuple-of-objects",
         "tuple-attr",
+        "floats-in-list",
         "subclass",
         "not-an-object",
         "nan",
