@@ -19,7 +19,15 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-__all__ = ["Fragments", "WebSocket", "open_websocket", "queue_message"]
+__all__ = [
+    "Fragments",
+    "WebSocket",
+    "answered",
+    "client_protocol",
+    "loss_reason",
+    "open_websocket",
+    "queue_message",
+]
 
 OnFrame = Callable[[str | bytes], None]
 OnClose = Callable[[str], None]
@@ -54,6 +62,36 @@ class Fragments:
         return None  # a control frame, or a fragment of a message still coming
 
 
+def client_protocol(url: str, subprotocols: list[str], max_size: int) -> ClientProtocol:
+    """``websockets``' sans-I/O client for ``url``, offering ``subprotocols``."""
+    return ClientProtocol(
+        parse_uri(url), subprotocols=[Subprotocol(s) for s in subprotocols], max_size=max_size
+    )
+
+
+def answered(ws: ClientProtocol, opened: asyncio.Future[str | None], response: Response) -> None:
+    """The server answered the upgrade: ``opened`` gets the subprotocol, or the refusal."""
+    if opened.done():
+        return
+    if ws.handshake_exc is not None:
+        opened.set_exception(ws.handshake_exc)
+    else:
+        opened.set_result(response.headers.get("Sec-WebSocket-Protocol"))
+
+
+def loss_reason(ws: ClientProtocol, exc: Exception | None) -> str:
+    """Why a connection ended: the server's close frame, the transport's error, the
+    handshake's own error (an answer that was not HTTP), or none of those."""
+    received = ws.close_rcvd
+    if received is not None:
+        return f"code {received.code}" + (f", {received.reason}" if received.reason else "")
+    if exc is not None:
+        return str(exc)
+    if ws.handshake_exc is not None:
+        return f"{type(ws.handshake_exc).__name__}: {ws.handshake_exc}"
+    return "closed without a close frame"
+
+
 def queue_message(ws: ClientProtocol, frame: str | bytes) -> bool:
     """Queues one message on ``ws`` (text for str, binary for bytes); False (and nothing
     queued) once it is closing."""
@@ -75,11 +113,7 @@ class WebSocket(asyncio.Protocol):
     def __init__(
         self, url: str, subprotocols: list[str], max_size: int, on_frame: OnFrame, on_close: OnClose
     ) -> None:
-        self.ws = ClientProtocol(
-            parse_uri(url),
-            subprotocols=[Subprotocol(s) for s in subprotocols],
-            max_size=max_size,
-        )
+        self.ws = client_protocol(url, subprotocols, max_size)
         self.on_frame = on_frame
         self.on_close = on_close
         self.transport: asyncio.Transport | None = None
@@ -101,7 +135,7 @@ class WebSocket(asyncio.Protocol):
             if isinstance(event, Frame):
                 self._frame(event)
             elif isinstance(event, Response):
-                self._opened(event)
+                answered(self.ws, self.opened, event)
         self._flush()
 
     def eof_received(self) -> bool | None:
@@ -110,11 +144,7 @@ class WebSocket(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        received = self.ws.close_rcvd
-        if received is not None:
-            reason = f"code {received.code}" + (f", {received.reason}" if received.reason else "")
-        else:
-            reason = str(exc) if exc is not None else "closed without a close frame"
+        reason = loss_reason(self.ws, exc)
         if not self.opened.done():
             error = ConnectionError(f"connection closed during the handshake ({reason})")
             self.opened.set_exception(error)
@@ -123,12 +153,6 @@ class WebSocket(asyncio.Protocol):
         self.on_close(f"connection to the server lost ({reason})")
 
     # -- frames -------------------------------------------------------------------------
-
-    def _opened(self, response: Response) -> None:
-        if self.ws.handshake_exc is not None:
-            self.opened.set_exception(self.ws.handshake_exc)
-            return
-        self.opened.set_result(response.headers.get("Sec-WebSocket-Protocol"))
 
     def _frame(self, frame: Frame) -> None:
         message = self._fragments.message(frame)

@@ -17,17 +17,21 @@ import asyncio
 import contextlib
 import threading
 
-from websockets.client import ClientProtocol
 from websockets.frames import Frame
 from websockets.http11 import Response
 from websockets.protocol import State
-from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from tether._pool import on_loop
 from tether.errors import RemoteProtocolError
 from tether.transports.tcp import FramedStream, OnClose, OnError, OnFrame
-from tether.transports.websocket import Fragments, queue_message
+from tether.transports.websocket import (
+    Fragments,
+    answered,
+    client_protocol,
+    loss_reason,
+    queue_message,
+)
 
 __all__ = ["WsStream", "open_ws_stream"]
 
@@ -46,11 +50,7 @@ class WsStream(FramedStream):
         on_error: OnError,
     ) -> None:
         super().__init__(max_size, on_frame, on_close, on_error)
-        self.ws = ClientProtocol(
-            parse_uri(url),
-            subprotocols=[Subprotocol(s) for s in subprotocols],
-            max_size=max_size,
-        )
+        self.ws = client_protocol(url, subprotocols, max_size)
         self.reader = self
         self.opened: asyncio.Future[str | None] = self.loop.create_future()
         """The subprotocol the server chose, once the handshake is done."""
@@ -98,13 +98,8 @@ class WsStream(FramedStream):
     def _answered(self, response: Response) -> None:
         """The server's answer to the upgrade request (it comes before any caller
         reads, so on the loop; a late one is moot)."""
-        if not on_loop(self.loop) or self.opened.done():
-            return
-        error = self.ws.handshake_exc
-        if error is not None:
-            self.opened.set_exception(error)
-        else:
-            self.opened.set_result(response.headers.get("Sec-WebSocket-Protocol"))
+        if on_loop(self.loop):
+            answered(self.ws, self.opened, response)
 
     # -- frames out ---------------------------------------------------------------------
 
@@ -147,15 +142,7 @@ class WsStream(FramedStream):
 
     def _why(self, exc: Exception | None) -> str:
         with self._ws_lock:  # a caller may be reading the close frame right now
-            received = self.ws.close_rcvd
-            refused = self.ws.handshake_exc
-        if received is not None:
-            return f"code {received.code}" + (f", {received.reason}" if received.reason else "")
-        if exc is not None:
-            return str(exc)
-        if refused is not None:  # an answer to the upgrade that was not HTTP
-            return f"{type(refused).__name__}: {refused}"
-        return "closed without a close frame"
+            return loss_reason(self.ws, exc)
 
 
 async def open_ws_stream(
